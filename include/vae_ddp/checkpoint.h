@@ -1,0 +1,52 @@
+// Checkpoints: model, optimizer, progress, RNG state and the config, in one file that
+// is written atomically (temp file, fsync, rename, fsync of the directory), so a crash
+// at any moment leaves either the old or the new file, never a broken one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "vae_ddp/config.h"
+#include "vae_ddp/model.h"
+
+namespace vae {
+
+struct TrainProgress {
+  int64_t epoch = 0;        // epochs completed
+  int64_t global_step = 0;  // optimizer steps completed: the KL schedule's position
+};
+
+// Writes `path` atomically. Throws std::runtime_error naming the path on I/O failure
+// (the previous file at `path`, if any, is left as it was).
+void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& opt,
+                     const TrainProgress& progress, const Config& config);
+
+// A checkpoint read into memory. Throws UsageError naming the file when it is missing,
+// truncated, corrupt or not a vae_ddp checkpoint.
+class Checkpoint {
+ public:
+  // Tensors are loaded onto `device`.
+  explicit Checkpoint(const std::string& path, torch::Device device = torch::kCPU);
+
+  const std::string& path() const { return path_; }
+  const Config& config() const { return config_; }
+  const TrainProgress& progress() const { return progress_; }
+
+  // Copies the weights into `model`. Throws UsageError naming the file when the
+  // model's architecture differs from the checkpoint's.
+  void restore_model(VAE& model) const;
+  void restore_optimizer(torch::optim::Adam& opt) const;
+  // Restores the default CPU generator to its state at save time.
+  void restore_rng() const;
+
+ private:
+  std::string path_;
+  Config config_;
+  TrainProgress progress_;
+  std::shared_ptr<torch::serialize::InputArchive> archive_;
+};
+
+}  // namespace vae

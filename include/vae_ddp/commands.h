@@ -1,0 +1,34 @@
+// The three subcommands. Each returns an exit code and throws UsageError for user errors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "vae_ddp/config.h"
+
+namespace vae {
+
+// `vae_ddp train`: `config` must have passed validate().
+int train_command(const Config& config);
+
+struct EvalOptions {
+  std::string checkpoint;                      // required
+  std::string data_dir = Config{}.data_dir;    // MNIST test split read from here
+  int64_t seed = -1;                           // noise seed; -1 = the checkpoint's training seed
+  bool json = false;                           // one JSON object on stdout
+  bool verify_md5 = Config{}.verify_md5;
+  int64_t threads = Config{}.threads;
+  std::string device = Config{}.device;
+};
+int eval_command(const EvalOptions& options);
+
+struct SampleOptions {
+  std::string checkpoint;          // required
+  int64_t n = 64;                  // images in the grid
+  std::string out = "samples.png"; // PNG path
+  int64_t seed = -1;               // z seed; -1 = the checkpoint's training seed
+  std::string device = Config{}.device;
+};
+int sample_command(const SampleOptions& options);
+
+}  // namespace vae

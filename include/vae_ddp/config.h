@@ -1,0 +1,84 @@
+// The one training configuration. Every default is written here, once: the CLI
+// parser, the YAML reader and writer and the help text all take it from Config{}.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace vae {
+
+struct Config {
+  // --- data ---
+  std::string data_dir = "data/mnist";    // the four MNIST IDX files, raw or .gz
+  bool download = false;                  // fetch missing MNIST files from the public mirrors
+  bool verify_md5 = true;                 // check the canonical MNIST files against their md5
+  int64_t train_limit = 0;                // use only the first N training images (0 = all)
+  // --- outputs ---
+  std::string out_dir = "runs/mnist-vae"; // config.yaml, metrics.csv, PNGs, checkpoints/
+  int64_t log_every = 100;                // progress line every N steps (0 = none)
+  int64_t sample_every = 1;               // sample and reconstruction PNGs every N epochs (0 = none)
+  int64_t checkpoint_every = 1;           // epoch_NNN.pt every N epochs (last.pt every epoch)
+  int64_t keep_checkpoints = 3;           // keep the newest K epoch_NNN.pt (0 = keep all)
+  std::string resume = "auto";            // auto: continue from last.pt if present | none | PATH
+  // --- model ---
+  std::vector<int64_t> hidden_dims = {400};  // encoder widths; the decoder mirrors them
+  int64_t latent_dim = 20;                // size of z
+  // --- optimisation ---
+  int64_t epochs = 10;                    // train until this epoch (1-based, inclusive)
+  int64_t batch_size = 128;               // global batch: images per optimizer step, all ranks together
+  double lr = 1e-3;                       // Adam learning rate
+  int64_t seed = 1;                       // init, shuffling, noise and evaluation all derive from it
+  // --- KL weight ---
+  double beta = 1.0;                      // weight of the KL term (after warm-up)
+  std::string kl_schedule = "constant";   // constant | linear | cyclical
+  double kl_warmup_epochs = 5;            // linear: epochs to ramp beta from 0
+  int64_t kl_cycles = 4;                  // cyclical: ramps over the whole run
+  double kl_ramp = 0.5;                   // cyclical: fraction of each cycle spent ramping
+  // --- execution ---
+  int64_t threads = 0;                    // intra-op threads (0 = cores / local ranks)
+  int64_t world = 1;                      // number of processes; must match the launcher
+  std::string device = "auto";            // auto | cpu | cuda
+  std::string precision = "fp32";         // fp32
+};
+
+// One entry per Config field, in declaration order. `name` is the flag spelling
+// (--batch-size); YAML keys use underscores (batch_size).
+using FieldRef = std::variant<std::string Config::*, int64_t Config::*, double Config::*,
+                              bool Config::*, std::vector<int64_t> Config::*>;
+struct Field {
+  const char* name;
+  FieldRef member;
+  const char* help;
+};
+const std::vector<Field>& config_fields();
+
+// The YAML key of a field: its flag name with '-' replaced by '_'.
+std::string yaml_key(const Field& f);
+// A field's value as text, as written in YAML and in help text ("400,200" for lists).
+std::string field_to_string(const Config& c, const Field& f);
+// Parses `text` into the field; throws UsageError naming `where` (a flag or file:key).
+void field_from_string(Config& c, const Field& f, const std::string& text, const std::string& where);
+
+// Value parsers shared by the CLI and YAML: throw UsageError naming `where`.
+int64_t parse_int(const std::string& text, const std::string& where);
+bool parse_bool(const std::string& text, const std::string& where);
+
+// Checks every rule on its own; throws UsageError naming the flag and value.
+void validate(const Config& c);
+
+// Reads a YAML mapping of field keys over `base`. Throws UsageError naming the file
+// for a missing/unreadable file, bad YAML, an unknown key or a value of the wrong type.
+Config load_yaml_file(const std::string& path, Config base);
+Config load_yaml_string(const std::string& text, const std::string& origin, Config base);
+// All fields, one `key: value` line each; load_yaml_string(to_yaml(c)) == c.
+std::string to_yaml(const Config& c);
+
+bool operator==(const Config& a, const Config& b);
+// True when two configs build models with the same parameter shapes.
+bool same_architecture(const Config& a, const Config& b);
+std::string describe_architecture(const Config& c);  // "784-400-20"
+
+}  // namespace vae

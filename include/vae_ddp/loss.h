@@ -1,0 +1,26 @@
+// The VAE objective, per image, in nats.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace vae {
+
+struct LossTerms {
+  torch::Tensor bce;  // [B]: Bernoulli negative log-likelihood summed over the 784 pixels
+  torch::Tensor kld;  // [B]: KL(N(mu, sigma^2) || N(0, I)) summed over latent dims
+};
+
+// Closed-form KL of a diagonal Gaussian from the standard normal; mu, logvar [B, L] -> [B].
+torch::Tensor kl_divergence(const torch::Tensor& mu, const torch::Tensor& logvar);
+
+// Reconstruction term from logits (stable, autocast-safe), x in [0,1]; both [B, 784] -> [B].
+torch::Tensor bernoulli_nll(const torch::Tensor& logits, const torch::Tensor& x);
+
+LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x,
+                     const torch::Tensor& mu, const torch::Tensor& logvar);
+
+// The optimised scalar: sum over these rows of (bce + beta * kld), divided by the number
+// of images in the whole global batch (which, across ranks, may exceed the rows here).
+torch::Tensor objective(const LossTerms& t, double beta, int64_t global_batch);
+
+}  // namespace vae

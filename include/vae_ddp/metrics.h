@@ -1,0 +1,27 @@
+// metrics.csv: one row per epoch.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace vae {
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double train_loss = 0, train_bce = 0, train_kld = 0, beta = 0;
+  double test_loss = 0, test_bce = 0, test_kld = 0;
+  double images_per_s = 0, seconds = 0;
+};
+
+class MetricsWriter {
+ public:
+  // Opens `path`, keeping the header and the rows of epochs <= keep_through (the epoch a
+  // resumed run starts after); a fresh run passes 0. Throws std::runtime_error on I/O.
+  MetricsWriter(std::string path, int64_t keep_through);
+  void append(const EpochMetrics& m);  // written and flushed at once
+
+ private:
+  std::string path_;
+};
+
+}  // namespace vae

@@ -1,0 +1,37 @@
+// MNIST in memory: IDX parsing and validation, md5 checks, one tensor per split.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace vae {
+
+enum class Split { kTrain, kTest };
+
+struct Dataset {
+  torch::Tensor images;  // [N, 784] float32 in [0,1], contiguous
+  torch::Tensor labels;  // [N] int64 in 0..9
+  int64_t size() const { return images.size(0); }
+};
+
+// Reads an IDX file (raw or gzip; zlib reads both) into a uint8 tensor whose shape comes
+// from the header. Throws UsageError naming the file when it is missing, unreadable, has
+// a magic other than 0x0000080<expected_rank>, or its size disagrees with the header.
+torch::Tensor read_idx(const std::string& path, int expected_rank);
+
+// Hex MD5 of a byte range (OpenSSL).
+std::string md5_hex(const void* data, size_t size);
+
+// The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
+std::string mnist_file_name(Split split, bool labels);
+// The md5 of the uncompressed canonical file.
+std::string mnist_md5(Split split, bool labels);
+
+// Loads one split from `dir`: for each file, `<name>` or `<name>.gz`. With verify_md5,
+// the uncompressed bytes must match the canonical MNIST md5. limit > 0 keeps the first
+// `limit` images. Throws UsageError naming the directory or file on any problem.
+Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
+
+}  // namespace vae

@@ -1,0 +1,31 @@
+// The process's execution environment: device, threads, BLAS, output directories.
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "vae_ddp/config.h"
+
+namespace vae {
+
+// auto -> cuda when libtorch has CUDA and a GPU is visible, else cpu. Throws UsageError
+// for --device cuda without a usable GPU.
+torch::Device resolve_device(const std::string& device);
+
+// Sets libtorch's intra-op threads (and OpenMP's, which OpenBLAS follows) to `threads`,
+// or to cores / local_ranks when threads == 0. Returns the number set.
+int configure_threads(int64_t threads, int local_ranks);
+
+// The BLAS library this process has loaded, e.g. "openblas-openmp" or "netlib (slow!)".
+std::string blas_name();
+
+// Creates out_dir and its subfolders and checks that a file can be written there.
+// Throws UsageError naming --out-dir when it cannot.
+void prepare_out_dir(const std::string& out_dir);
+
+// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename,
+// fsync of the directory. Throws std::runtime_error naming the path on failure.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+}  // namespace vae

@@ -1,0 +1,169 @@
+#include "vae_ddp/cli.h"
+
+#include <cstdio>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+
+#include "vae_ddp/commands.h"
+#include "vae_ddp/config.h"
+#include "vae_ddp/errors.h"
+#include "vae_ddp/logging.h"
+
+namespace vae {
+
+namespace {
+
+constexpr const char* kUsage =
+    "vae_ddp [train] [--config FILE] [options]\n"
+    "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--json]\n"
+    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n";
+
+// Every option is taken as text and parsed by our own parsers, so each bad value is
+// reported with the flag's name.
+std::shared_ptr<cxxopts::Value> text_value(bool is_switch = false) {
+  auto v = cxxopts::value<std::string>();
+  if (is_switch) v->implicit_value("true");
+  return v;
+}
+
+void reject_leftovers(const cxxopts::ParseResult& r) {
+  if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
+}
+
+std::optional<std::string> text(const cxxopts::ParseResult& r, const std::string& name) {
+  if (r.count(name) == 0) return std::nullopt;
+  return r[name].as<std::string>();
+}
+
+void require_checkpoint(const std::string& path, const char* command) {
+  if (path.empty()) throw UsageError(fmt::format("{}: --checkpoint PATH is required", command));
+}
+
+// Returns nullopt after printing help.
+std::optional<Config> parse_train(int argc, char** argv) {
+  cxxopts::Options opts("vae_ddp", "Data-parallel VAE trainer for MNIST.\n\n" + std::string(kUsage));
+  opts.add_options()("h,help", "show this help")("config", "YAML file of options (flags override it)", text_value());
+  const Config defaults;
+  for (const auto& f : config_fields()) {
+    const bool is_switch = std::holds_alternative<bool Config::*>(f.member);
+    opts.add_options()(f.name, fmt::format("{} (default: {})", f.help, field_to_string(defaults, f)),
+                       text_value(is_switch));
+  }
+  const auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    fmt::print("{}\n", opts.help());
+    return std::nullopt;
+  }
+  reject_leftovers(r);
+  Config c;
+  if (auto file = text(r, "config")) c = load_yaml_file(*file, c);
+  for (const auto& f : config_fields()) {
+    if (auto v = text(r, f.name)) field_from_string(c, f, *v, std::string("--") + f.name);
+  }
+  validate(c);
+  return c;
+}
+
+std::optional<EvalOptions> parse_eval(int argc, char** argv) {
+  EvalOptions o;
+  cxxopts::Options opts("vae_ddp eval", "Evaluate a checkpoint on the MNIST test set.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "data-dir", "MNIST directory (default: " + o.data_dir + ")", text_value())(
+      "seed", "noise seed (default: the checkpoint's)", text_value())("json", "print one JSON object",
+                                                                       text_value(true))(
+      "verify-md5", "check MNIST md5 (default: true)", text_value(true))(
+      "threads", "intra-op threads (default: cores)", text_value())("device", "auto | cpu | cuda", text_value());
+  const auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    fmt::print("{}\n", opts.help());
+    return std::nullopt;
+  }
+  reject_leftovers(r);
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  o.data_dir = text(r, "data-dir").value_or(o.data_dir);
+  if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
+  if (auto v = text(r, "json")) o.json = parse_bool(*v, "--json");
+  if (auto v = text(r, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
+  if (auto v = text(r, "threads")) o.threads = parse_int(*v, "--threads");
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, "eval");
+  if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0, got {}", o.threads));
+  return o;
+}
+
+std::optional<SampleOptions> parse_sample(int argc, char** argv) {
+  SampleOptions o;
+  cxxopts::Options opts("vae_ddp sample", "Decode z ~ N(0, I) from a checkpoint into a PNG grid.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "n", "number of samples (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
+                                                           text_value())(
+      "seed", "z seed (default: the checkpoint's)", text_value())("device", "auto | cpu | cuda", text_value());
+  const auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    fmt::print("{}\n", opts.help());
+    return std::nullopt;
+  }
+  reject_leftovers(r);
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  if (auto v = text(r, "n")) o.n = parse_int(*v, "--n");
+  o.out = text(r, "out").value_or(o.out);
+  if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, "sample");
+  if (o.n <= 0) throw UsageError(fmt::format("--n must be positive, got {}", o.n));
+  return o;
+}
+
+int dispatch(const std::string& command, int argc, char** argv) {
+  if (command == "train") {
+    auto c = parse_train(argc, argv);
+    if (!c) return kExitOk;
+    init_logging(/*rank=*/0);
+    return train_command(*c);
+  }
+  if (command == "eval") {
+    auto o = parse_eval(argc, argv);
+    return o ? eval_command(*o) : kExitOk;
+  }
+  if (command == "sample") {
+    auto o = parse_sample(argc, argv);
+    return o ? sample_command(*o) : kExitOk;
+  }
+  throw UsageError(fmt::format("unknown command '{}'; usage:\n  {}", command, kUsage));
+}
+
+// The first line of a libtorch error, without its C++ backtrace.
+std::string first_line(const std::exception& e) {
+  const auto* c10e = dynamic_cast<const c10::Error*>(&e);
+  std::string msg = c10e ? c10e->what_without_backtrace() : e.what();
+  return msg.substr(0, msg.find('\n'));
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  // `vae_ddp eval ...` -> command "eval" and the rest; no command word means train.
+  std::string command = "train";
+  std::vector<char*> args(argv, argv + argc);
+  if (argc > 1 && argv[1][0] != '-') {
+    command = argv[1];
+    args.erase(args.begin() + 1);
+  }
+  try {
+    return dispatch(command, static_cast<int>(args.size()), args.data());
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "vae_ddp: error: %s\n", e.what());
+    return kExitUsage;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "vae_ddp: error: %s (see vae_ddp %s --help)\n", e.what(), command.c_str());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vae_ddp: error: %s\n", first_line(e).c_str());
+    return kExitRuntime;
+  }
+}
+
+}  // namespace vae

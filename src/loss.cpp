@@ -1,0 +1,27 @@
+#include "vae_ddp/loss.h"
+
+namespace vae {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor kl_divergence(const torch::Tensor& mu, const torch::Tensor& logvar) {
+  // KL(N(mu, s^2) || N(0, 1)) = -1/2 * (1 + log s^2 - mu^2 - s^2), per latent dim.
+  return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(/*dim=*/1);
+}
+
+torch::Tensor bernoulli_nll(const torch::Tensor& logits, const torch::Tensor& x) {
+  return F::binary_cross_entropy_with_logits(
+             logits, x, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+      .sum(/*dim=*/1);
+}
+
+LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x, const torch::Tensor& mu,
+                     const torch::Tensor& logvar) {
+  return {bernoulli_nll(logits, x), kl_divergence(mu, logvar)};
+}
+
+torch::Tensor objective(const LossTerms& t, double beta, int64_t global_batch) {
+  return (t.bce + beta * t.kld).sum() / static_cast<double>(global_batch);
+}
+
+}  // namespace vae

@@ -1,0 +1,157 @@
+#include "vae_ddp/mnist.h"
+
+#include <sys/stat.h>
+
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <zlib.h>
+
+#include "vae_ddp/errors.h"
+#include "vae_ddp/model.h"
+
+namespace vae {
+
+namespace {
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// The whole file, decompressed if it is gzip (zlib passes other files through as they are).
+std::vector<uint8_t> read_all(const std::string& path) {
+  if (!is_file(path)) throw UsageError(fmt::format("{}: no such file", path));
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) throw UsageError(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+  std::vector<uint8_t> out;
+  std::array<uint8_t, 1 << 16> chunk{};
+  int n = 0;
+  while ((n = gzread(f, chunk.data(), chunk.size())) > 0) out.insert(out.end(), chunk.data(), chunk.data() + n);
+  int err = Z_OK;
+  const std::string zmsg = n < 0 ? gzerror(f, &err) : "";
+  gzclose(f);
+  if (n < 0) throw UsageError(fmt::format("{}: truncated or corrupt gzip data ({})", path, zmsg));
+  return out;
+}
+
+uint32_t big_endian_u32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+// Parses an IDX buffer; `path` only names the file in errors.
+torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, const std::string& path) {
+  if (bytes.size() < 4) throw UsageError(fmt::format("{}: truncated IDX file ({} bytes)", path, bytes.size()));
+  const uint32_t magic = big_endian_u32(bytes.data());
+  const uint32_t expected_magic = 0x800u + static_cast<uint32_t>(expected_rank);
+  if (magic != expected_magic) {
+    throw UsageError(fmt::format("{}: not an IDX file of unsigned bytes with {} dimension(s): magic 0x{:08x}, expected 0x{:08x}",
+                                 path, expected_rank, magic, expected_magic));
+  }
+  const size_t header = 4 + 4 * static_cast<size_t>(expected_rank);
+  if (bytes.size() < header) throw UsageError(fmt::format("{}: truncated IDX header", path));
+  std::vector<int64_t> shape;
+  size_t payload = 1;
+  for (int d = 0; d < expected_rank; ++d) {
+    shape.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
+    payload *= static_cast<size_t>(shape.back());
+  }
+  if (bytes.size() - header < payload) {
+    throw UsageError(fmt::format("{}: truncated: header promises {} data bytes, file has {}", path, payload,
+                                 bytes.size() - header));
+  }
+  if (bytes.size() - header > payload) {
+    throw UsageError(fmt::format("{}: {} bytes after the data the header describes", path,
+                                 bytes.size() - header - payload));
+  }
+  auto t = torch::empty(shape, torch::kUInt8);
+  std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, payload);
+  return t;
+}
+
+void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, const std::string& path) {
+  const std::string got = md5_hex(bytes.data(), bytes.size());
+  if (got != expected) {
+    throw UsageError(fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the MNIST file; "
+                                 "delete it and re-run setup, or pass --verify-md5=false)",
+                                 path, expected, got));
+  }
+}
+
+// `<dir>/<name>` if present, else `<dir>/<name>.gz`; throws naming both when neither exists.
+std::string locate(const std::string& dir, const std::string& name) {
+  const std::string raw = dir + "/" + name;
+  if (is_file(raw)) return raw;
+  if (is_file(raw + ".gz")) return raw + ".gz";
+  throw UsageError(fmt::format("--data-dir {}: missing {} (or {}.gz); run ./launch/train to fetch MNIST, "
+                               "or pass --download",
+                               dir, name, name));
+}
+
+torch::Tensor load_file(const std::string& dir, Split split, bool labels, bool verify_md5) {
+  const std::string path = locate(dir, mnist_file_name(split, labels));
+  const auto bytes = read_all(path);
+  if (verify_md5) check_md5(bytes, mnist_md5(split, labels), path);
+  return parse_idx(bytes, labels ? 1 : 3, path);
+}
+
+}  // namespace
+
+torch::Tensor read_idx(const std::string& path, int expected_rank) {
+  return parse_idx(read_all(path), expected_rank, path);
+}
+
+std::string md5_hex(const void* data, size_t size) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  if (EVP_Digest(data, size, digest.data(), &len, EVP_md5(), nullptr) != 1) {
+    throw std::runtime_error("OpenSSL EVP_Digest(md5) failed");
+  }
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
+}
+
+std::string mnist_file_name(Split split, bool labels) {
+  const char* prefix = split == Split::kTrain ? "train" : "t10k";
+  return labels ? fmt::format("{}-labels-idx1-ubyte", prefix) : fmt::format("{}-images-idx3-ubyte", prefix);
+}
+
+std::string mnist_md5(Split split, bool labels) {
+  if (split == Split::kTrain) return labels ? "a25bea736e30d166cdddb491f175f624" : "6bbc9ace898e44ae57da46a324031adb";
+  return labels ? "27ae3e4e09519cfbb04c329615203637" : "2646ac647ad5339dbf082846283269ea";
+}
+
+Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw UsageError(fmt::format("--data-dir {}: no such directory; run ./launch/train to fetch MNIST, or pass --download", dir));
+  }
+  auto images = load_file(dir, split, /*labels=*/false, verify_md5);  // [N, H, W] uint8
+  auto labels = load_file(dir, split, /*labels=*/true, verify_md5);   // [N] uint8
+  const std::string images_path = dir + "/" + mnist_file_name(split, false);
+  if (images.size(1) != kImageSide || images.size(2) != kImageSide) {
+    throw UsageError(fmt::format("{}: images are {}x{}, expected {}x{}", images_path, images.size(1),
+                                 images.size(2), kImageSide, kImageSide));
+  }
+  if (images.size(0) != labels.size(0)) {
+    throw UsageError(fmt::format("--data-dir {}: {} has {} images but {} has {} labels", dir,
+                                 mnist_file_name(split, false), images.size(0), mnist_file_name(split, true),
+                                 labels.size(0)));
+  }
+  if (labels.numel() > 0 && labels.max().item<int64_t>() > 9) {
+    throw UsageError(fmt::format("{}: label above 9", dir + "/" + mnist_file_name(split, true)));
+  }
+  if (limit > 0 && limit < images.size(0)) {
+    images = images.slice(/*dim=*/0, 0, limit);
+    labels = labels.slice(/*dim=*/0, 0, limit);
+  }
+  // Converted once: [N, 784] float in [0,1]; batches are gathered rows of this tensor.
+  return {images.reshape({-1, kImagePixels}).to(torch::kFloat32).div_(255.0).contiguous(),
+          labels.to(torch::kInt64)};
+}
+
+}  // namespace vae

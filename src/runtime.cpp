@@ -1,0 +1,110 @@
+#include "vae_ddp/runtime.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "vae_ddp/errors.h"
+
+namespace vae {
+
+torch::Device resolve_device(const std::string& device) {
+  const bool cuda = torch::cuda::is_available();
+  if (device == "cuda" && !cuda) {
+    throw UsageError("--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
+                     "use --device cpu, or build against a CUDA libtorch (README: CUDA build)");
+  }
+  if (device == "cuda" || (device == "auto" && cuda)) return torch::Device(torch::kCUDA, 0);
+  return torch::Device(torch::kCPU);
+}
+
+int configure_threads(int64_t threads, int local_ranks) {
+  int n = static_cast<int>(threads);
+  if (n == 0) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    n = std::max(1, cores / std::max(1, local_ranks));
+  }
+  torch::set_num_threads(n);  // also sets OpenMP's count, which OpenBLAS-openmp follows
+  return n;
+}
+
+std::string blas_name() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  std::string found;
+  while (std::getline(maps, line)) {
+    if (line.find("openblas") != std::string::npos) {
+      if (line.find("openmp") != std::string::npos) return "openblas-openmp";
+      if (line.find("pthread") != std::string::npos) return "openblas-pthread";
+      found = "openblas";
+    } else if (found.empty() && line.find("libmkl") != std::string::npos) {
+      found = "mkl";
+    } else if (found.empty() && line.find("/blas/libblas") != std::string::npos) {
+      found = "netlib reference BLAS (slow: install libopenblas0-openmp)";
+    }
+  }
+  return found.empty() ? "unknown" : found;
+}
+
+void prepare_out_dir(const std::string& out_dir) {
+  std::error_code ec;
+  for (const char* sub : {"", "/samples", "/reconstructions", "/checkpoints"}) {
+    std::filesystem::create_directories(out_dir + sub, ec);
+    if (ec) throw UsageError(fmt::format("--out-dir {}: cannot create {}{}: {}", out_dir, out_dir, sub, ec.message()));
+  }
+  const std::string probe = out_dir + "/.write_test";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw UsageError(fmt::format("--out-dir {}: not writable: {}", out_dir, std::strerror(errno)));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+namespace {
+
+void fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& data) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot write: {}", tmp, std::strerror(errno)));
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(fmt::format("{}: write failed: {}", tmp, why));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(fmt::format("{}: fsync failed: {}", tmp, why));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(fmt::format("{}: rename failed: {}", path, why));
+  }
+  fsync_dir(std::filesystem::path(path).parent_path().string());
+}
+
+}  // namespace vae
