@@ -121,4 +121,11 @@ void Checkpoint::restore_rng() const {
   gen.set_state(read_tensor(*archive_, "cpu_rng_state").to(torch::kCPU));
 }
 
+void check_resumable(const Checkpoint& ckpt, const Config& config) {
+  if (same_architecture(ckpt.config(), config)) return;
+  throw UsageError(fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
+                               "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
+                               ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
+}
+
 }  // namespace vae

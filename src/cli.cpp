@@ -95,20 +95,27 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
 }
 
 std::optional<SampleOptions> parse_sample(int argc, char** argv) {
+  // cxxopts takes one-letter names only as short options (-n); the contract spells it --n.
+  std::vector<std::string> renamed(argv, argv + argc);
+  for (auto& a : renamed) {
+    if (a == "--n" || a.rfind("--n=", 0) == 0) a = "--count" + a.substr(3);
+  }
+  std::vector<char*> args;
+  for (auto& a : renamed) args.push_back(a.data());
   SampleOptions o;
   cxxopts::Options opts("vae_ddp sample", "Decode z ~ N(0, I) from a checkpoint into a PNG grid.");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
-      "n", "number of samples (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
+      "n,count", "number of samples, also --n (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
                                                            text_value())(
       "seed", "z seed (default: the checkpoint's)", text_value())("device", "auto | cpu | cuda", text_value());
-  const auto r = opts.parse(argc, argv);
+  const auto r = opts.parse(static_cast<int>(args.size()), args.data());
   if (r.count("help")) {
     fmt::print("{}\n", opts.help());
     return std::nullopt;
   }
   reject_leftovers(r);
   o.checkpoint = text(r, "checkpoint").value_or("");
-  if (auto v = text(r, "n")) o.n = parse_int(*v, "--n");
+  if (auto v = text(r, "count")) o.n = parse_int(*v, "--n");
   o.out = text(r, "out").value_or(o.out);
   if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
   o.device = text(r, "device").value_or(o.device);
@@ -132,7 +139,7 @@ int dispatch(const std::string& command, int argc, char** argv) {
     auto o = parse_sample(argc, argv);
     return o ? sample_command(*o) : kExitOk;
   }
-  throw UsageError(fmt::format("unknown command '{}'; usage:\n  {}", command, kUsage));
+  throw UsageError(fmt::format("unknown command '{}'; expected train, eval or sample (see vae_ddp --help)", command));
 }
 
 // The first line of a libtorch error, without its C++ backtrace.

@@ -68,6 +68,7 @@ int train_command(const Config& c) {
   const int threads = configure_threads(c.threads, /*local_ranks=*/1);
   prepare_out_dir(c.out_dir);
   auto ckpt = resume_checkpoint(c, device);
+  if (ckpt) check_resumable(*ckpt, c);  // before the data is read: fail fast
   if (c.download) download_mnist(c.data_dir);
   Dataset train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
   Dataset test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);

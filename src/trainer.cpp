@@ -74,11 +74,7 @@ int64_t Trainer::steps_per_epoch() const {
 }
 
 void Trainer::resume_from(const Checkpoint& ckpt) {
-  if (!same_architecture(ckpt.config(), config_)) {
-    throw UsageError(fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
-                                 "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
-                                 ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config_)));
-  }
+  check_resumable(ckpt, config_);
   ckpt.restore_model(model_);
   ckpt.restore_optimizer(*optimizer_);
   ckpt.restore_rng();

@@ -49,4 +49,8 @@ class Checkpoint {
   std::shared_ptr<torch::serialize::InputArchive> archive_;
 };
 
+// Throws UsageError naming the checkpoint when `config` asks for another architecture
+// than the checkpoint holds.
+void check_resumable(const Checkpoint& ckpt, const Config& config);
+
 }  // namespace vae

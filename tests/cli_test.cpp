@@ -1,0 +1,217 @@
+// End-to-end: the vae_ddp binary on the real MNIST files (fetched by launch/setup).
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <regex>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "vae_ddp/checkpoint.h"
+#include "vae_ddp/model.h"
+
+namespace vae {
+namespace {
+
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_TRUE(fs::exists(std::string(VAE_DDP_DATA_DIR) + "/train-images-idx3-ubyte"))
+        << "MNIST missing in " << VAE_DDP_DATA_DIR << ": run ./launch/test, which fetches it";
+  }
+  // Runs `vae_ddp <args>` and captures its exit code, stdout and stderr.
+  Result Run(const std::string& args) {
+    const std::string cmd = std::string(VAE_DDP_BINARY) + " " + args + " >" + (tmp_ / "out") + " 2>" + (tmp_ / "err");
+    const int status = std::system(cmd.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), testing::read_text(tmp_ / "out"),
+            testing::read_text(tmp_ / "err")};
+  }
+  // A quick training run on the first 2000 images.
+  Result Train(const std::string& out_dir, const std::string& extra) {
+    return Run("--data-dir " + data_ + " --out-dir " + out_dir + " --train-limit 2000 --log-every 0 " + extra);
+  }
+  // A user error: exit 2, one line on stderr that contains `needle`, no backtrace.
+  void ExpectUsageError(const std::string& args, const std::string& needle) {
+    const Result r = Run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\nstderr: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.find("Exception raised from"), std::string::npos) << r.err;
+  }
+  // A copy of the MNIST directory in `dir`, with `name` replaced by `bytes`.
+  std::string DataWith(const std::string& name, const std::vector<uint8_t>& bytes) {
+    const std::string dir = tmp_ / "data";
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(data_)) {
+      if (e.path().filename() != name) fs::create_symlink(e.path(), dir + "/" + e.path().filename().string());
+    }
+    testing::write_bytes(dir + "/" + name, bytes);
+    return dir;
+  }
+  static std::vector<torch::Tensor> Weights(const std::string& ckpt_path) {
+    Checkpoint ckpt(ckpt_path);
+    VAE model(ckpt.config().hidden_dims, ckpt.config().latent_dim);
+    ckpt.restore_model(model);
+    return model->parameters();
+  }
+  // metrics.csv without the two timing columns.
+  static std::string MetricsWithoutTimes(const std::string& path) {
+    std::istringstream in(testing::read_text(path));
+    std::string line, out;
+    while (std::getline(in, line)) out += std::regex_replace(line, std::regex(",[^,]*,[^,]*$"), "") + "\n";
+    return out;
+  }
+
+  TempDir tmp_;
+  const std::string data_ = VAE_DDP_DATA_DIR;
+};
+
+TEST_F(CliTest, OneEpochWritesEveryOutput) {
+  const std::string out = tmp_ / "run";
+  const Result r = Train(out, "--epochs 1");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("BLAS"), std::string::npos);
+  EXPECT_NE(r.out.find("==> epoch 1/1"), std::string::npos);
+  for (const char* f : {"config.yaml", "metrics.csv", "samples/epoch_001.png", "reconstructions/epoch_001.png",
+                        "checkpoints/last.pt", "checkpoints/epoch_001.pt"}) {
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  }
+  const std::string metrics = testing::read_text(out + "/metrics.csv");
+  EXPECT_EQ(metrics.substr(0, metrics.find('\n')),
+            "epoch,train_loss,train_bce,train_kld,beta,test_loss,test_bce,test_kld,images_per_s,seconds");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 2);
+  // The saved config reruns the same job: resume=auto finds it finished.
+  const Result again = Run("--config " + out + "/config.yaml");
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("nothing to do"), std::string::npos) << again.out;
+}
+
+TEST_F(CliTest, EvalIsDeterministicAndMatchesTraining) {
+  const std::string out = tmp_ / "run";
+  ASSERT_EQ(Train(out, "--epochs 1").code, 0);
+  const std::string cmd = "eval --json --checkpoint " + out + "/checkpoints/last.pt --data-dir " + data_;
+  const Result a = Run(cmd), b = Run(cmd);
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(a.out, m, std::regex("\"test_loss\": ([0-9.]+)"))) << a.out;
+  const double eval_loss = std::stod(m[1]);
+  EXPECT_NE(a.out.find("\"images\": 10000"), std::string::npos);
+  // Same seed as training: the number metrics.csv recorded for that epoch.
+  const std::string row = testing::read_text(out + "/metrics.csv");
+  std::vector<std::string> cols;
+  std::stringstream line(row.substr(row.find('\n') + 1));
+  for (std::string c; std::getline(line, c, ',');) cols.push_back(c);
+  EXPECT_NEAR(eval_loss, std::stod(cols[5]), 1e-5);
+  // Another seed, other noise.
+  const Result c = Run(cmd + " --seed 5");
+  EXPECT_NE(a.out, c.out);
+}
+
+TEST_F(CliTest, ResumeGivesBitIdenticalWeights) {
+  ASSERT_EQ(Train(tmp_ / "straight", "--epochs 2").code, 0);
+  ASSERT_EQ(Train(tmp_ / "split", "--epochs 1").code, 0);
+  const Result r = Train(tmp_ / "split", "--epochs 2 --resume auto");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("resuming from"), std::string::npos);
+  const auto a = Weights(tmp_ / "straight/checkpoints/last.pt");
+  const auto b = Weights(tmp_ / "split/checkpoints/last.pt");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  EXPECT_EQ(MetricsWithoutTimes(tmp_ / "straight/metrics.csv"), MetricsWithoutTimes(tmp_ / "split/metrics.csv"));
+}
+
+TEST_F(CliTest, SampleWritesAGrid) {
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
+  EXPECT_FALSE(fs::exists(tmp_ / "run/samples/epoch_001.png"));
+  const Result r = Run("sample --checkpoint " + (tmp_ / "run/checkpoints/last.pt") + " --n 16 --out " + (tmp_ / "s.png"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(tmp_ / "s.png"));
+}
+
+TEST_F(CliTest, KeepsOnlyTheNewestCheckpoints) {
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 3 --keep-checkpoints 2 --train-limit 500").code, 0);
+  EXPECT_FALSE(fs::exists(tmp_ / "run/checkpoints/epoch_001.pt"));
+  EXPECT_TRUE(fs::exists(tmp_ / "run/checkpoints/epoch_002.pt"));
+  EXPECT_TRUE(fs::exists(tmp_ / "run/checkpoints/epoch_003.pt"));
+}
+
+TEST_F(CliTest, BadFlagsAreUsageErrors) {
+  ExpectUsageError("--epochs 0", "--epochs must be positive, got 0");
+  ExpectUsageError("--batch-size -1", "--batch-size must be positive");
+  ExpectUsageError("--lr 0", "--lr must be positive");
+  ExpectUsageError("--hidden-dims 400,0", "--hidden-dims");
+  ExpectUsageError("--latent-dim 0", "--latent-dim must be positive");
+  ExpectUsageError("--no-such-flag 3", "no-such-flag");
+  ExpectUsageError("--precision fp8", "--precision");
+  ExpectUsageError("frobnicate", "unknown command 'frobnicate'");
+  ExpectUsageError("eval", "--checkpoint PATH is required");
+}
+
+TEST_F(CliTest, BadConfigFilesAreUsageErrors) {
+  testing::write_bytes(tmp_ / "bad.yaml", {'e', 'p', 'o', 'c', 'h', 'z', ':', ' ', '3', '\n'});
+  ExpectUsageError("--config " + (tmp_ / "bad.yaml"), "unknown key 'epochz'");
+  ExpectUsageError("--config " + (tmp_ / "missing.yaml"), "missing.yaml");
+}
+
+TEST_F(CliTest, BadDataIsAUsageError) {
+  ExpectUsageError("--data-dir " + (tmp_ / "nowhere") + " --out-dir " + (tmp_ / "o"), "no such directory");
+  auto labels = testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte");
+  labels[100] ^= 1;
+  ExpectUsageError("--out-dir " + (tmp_ / "o") + " --data-dir " + DataWith("t10k-labels-idx1-ubyte", labels),
+                   "t10k-labels-idx1-ubyte: md5 mismatch");
+}
+
+TEST_F(CliTest, BadMagicIsAUsageError) {
+  auto labels = testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte");
+  labels[3] = 3;
+  ExpectUsageError("--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " +
+                       DataWith("t10k-labels-idx1-ubyte", labels),
+                   "magic 0x00000803, expected 0x00000801");
+}
+
+TEST_F(CliTest, TruncatedIdxIsAUsageError) {
+  auto labels = testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte");
+  labels.resize(5000);
+  ExpectUsageError("--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " +
+                       DataWith("t10k-labels-idx1-ubyte", labels),
+                   "t10k-labels-idx1-ubyte: truncated");
+}
+
+TEST_F(CliTest, CountMismatchIsAUsageError) {
+  // The test split's 10000 labels next to the training split's 60000 images.
+  ExpectUsageError("--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " +
+                       DataWith("train-labels-idx1-ubyte", testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte")),
+                   "has 60000 images but train-labels-idx1-ubyte has 10000 labels");
+}
+
+TEST_F(CliTest, BadCheckpointsAreUsageErrors) {
+  testing::write_bytes(tmp_ / "junk.pt", std::vector<uint8_t>(4096, 7));
+  ExpectUsageError("eval --checkpoint " + (tmp_ / "junk.pt"), "junk.pt: corrupt");
+  ExpectUsageError("eval --checkpoint " + (tmp_ / "none.pt"), "none.pt");
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --train-limit 300").code, 0);
+  ExpectUsageError("--data-dir " + data_ + " --out-dir " + (tmp_ / "other") + " --latent-dim 8 --resume " + (tmp_ / "run/checkpoints/last.pt"),
+                   "holds a 784-400-20 model but the config asks for 784-400-8");
+}
+
+TEST_F(CliTest, UnwritableOutDirIsAUsageError) {
+  testing::write_bytes(tmp_ / "file", {1});
+  ExpectUsageError("--out-dir " + (tmp_ / "file/sub"), "--out-dir");
+}
+
+TEST_F(CliTest, CudaWithoutGpuIsAUsageError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present";
+  ExpectUsageError("--device cuda --out-dir " + (tmp_ / "o"), "--device cuda");
+}
+
+}  // namespace
+}  // namespace vae

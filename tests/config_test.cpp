@@ -1,0 +1,109 @@
+#include "vae_ddp/config.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "vae_ddp/errors.h"
+
+namespace vae {
+namespace {
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  // Applies one flag as the CLI does and validates; returns the error text or "".
+  std::string SetFlag(const std::string& name, const std::string& value) {
+    Config c;
+    try {
+      for (const auto& f : config_fields()) {
+        if (name == f.name) field_from_string(c, f, value, "--" + name);
+      }
+      validate(c);
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "";
+  }
+  std::string YamlError(const std::string& yaml) {
+    try {
+      load_yaml_string(yaml, "test.yaml", Config{});
+    } catch (const UsageError& e) {
+      return e.what();
+    }
+    return "";
+  }
+};
+
+TEST_F(ConfigTest, DefaultsAreTheSeedRecipe) {
+  Config c;
+  EXPECT_EQ(c.hidden_dims, std::vector<int64_t>{400});
+  EXPECT_EQ(c.latent_dim, 20);
+  EXPECT_EQ(c.batch_size, 128);
+  EXPECT_DOUBLE_EQ(c.lr, 1e-3);
+  EXPECT_EQ(c.seed, 1);
+  EXPECT_EQ(c.epochs, 10);
+  EXPECT_NO_THROW(validate(c));
+}
+
+TEST_F(ConfigTest, YamlRoundTripKeepsEveryField) {
+  Config c;
+  c.hidden_dims = {512, 256};
+  c.lr = 3.5e-4;
+  c.kl_schedule = "cyclical";
+  c.download = true;
+  c.out_dir = "runs/with: colon";
+  Config back = load_yaml_string(to_yaml(c), "roundtrip", Config{});
+  EXPECT_TRUE(back == c) << to_yaml(back);
+}
+
+TEST_F(ConfigTest, YamlAcceptsListsAndScalars) {
+  Config c = load_yaml_string("hidden_dims: [512, 256]\nlatent_dim: 32\nbeta: 0.5\n", "x.yaml", Config{});
+  EXPECT_EQ(c.hidden_dims, (std::vector<int64_t>{512, 256}));
+  EXPECT_EQ(c.latent_dim, 32);
+  EXPECT_DOUBLE_EQ(c.beta, 0.5);
+}
+
+TEST_F(ConfigTest, UnknownYamlKeyIsNamed) {
+  EXPECT_EQ(YamlError("epochz: 3\n"), "test.yaml: unknown key 'epochz'");
+}
+
+TEST_F(ConfigTest, WrongYamlTypeIsNamed) {
+  EXPECT_EQ(YamlError("epochs: ten\n"), "test.yaml: key 'epochs': expected an integer, got 'ten'");
+  EXPECT_NE(YamlError("- a\n- b\n").find("expected a mapping"), std::string::npos);
+  EXPECT_NE(YamlError("epochs: [1\n").find("not valid YAML"), std::string::npos);
+}
+
+TEST_F(ConfigTest, MissingConfigFileIsNamed) {
+  try {
+    load_yaml_file("/nonexistent/x.yaml", Config{});
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/x.yaml"), std::string::npos);
+  }
+}
+
+TEST_F(ConfigTest, ValidationNamesFlagAndValue) {
+  EXPECT_EQ(SetFlag("epochs", "0"), "--epochs must be positive, got 0");
+  EXPECT_EQ(SetFlag("batch-size", "-4"), "--batch-size must be positive, got -4");
+  EXPECT_EQ(SetFlag("lr", "0"), "--lr must be positive, got 0");
+  EXPECT_EQ(SetFlag("latent-dim", "0"), "--latent-dim must be positive, got 0");
+  EXPECT_EQ(SetFlag("hidden-dims", "400,0"), "--hidden-dims: every width must be positive, got 400,0");
+  EXPECT_EQ(SetFlag("kl-schedule", "cosine"), "--kl-schedule must be one of constant, linear, cyclical, got 'cosine'");
+  EXPECT_EQ(SetFlag("device", "tpu"), "--device must be one of auto, cpu, cuda, got 'tpu'");
+  EXPECT_EQ(SetFlag("lr", "fast"), "--lr: expected a number, got 'fast'");
+  EXPECT_EQ(SetFlag("epochs", "3.5"), "--epochs: expected an integer, got '3.5'");
+  EXPECT_EQ(SetFlag("kl-ramp", "1.5"), "--kl-ramp must be in (0, 1], got 1.5");
+  EXPECT_EQ(SetFlag("epochs", "12"), "");
+}
+
+TEST_F(ConfigTest, ArchitectureComparison) {
+  Config a, b;
+  EXPECT_TRUE(same_architecture(a, b));
+  b.lr = 0.1;
+  EXPECT_TRUE(same_architecture(a, b));
+  b.latent_dim = 2;
+  EXPECT_FALSE(same_architecture(a, b));
+  EXPECT_EQ(describe_architecture(b), "784-400-2");
+}
+
+}  // namespace
+}  // namespace vae
