@@ -13,15 +13,7 @@ using testing::TempDir;
 
 class CheckpointTest : public ::testing::Test {
  protected:
-  CheckpointTest() {
-    config_.hidden_dims = {32};
-    config_.latent_dim = 4;
-    config_.batch_size = 64;  // 300 images: 4 full batches and one of 44
-    config_.epochs = 2;
-    config_.out_dir = dir_.path();
-    auto gen = at::detail::createCPUGenerator(7);
-    data_ = {torch::rand({300, kImagePixels}, gen), torch::zeros({300}, torch::kInt64)};
-  }
+  CheckpointTest() : config_(testing::TinyConfig(dir_.path())), data_(testing::SyntheticData()) {}
   std::unique_ptr<Trainer> MakeTrainer() {
     return std::make_unique<Trainer>(config_, data_, data_, torch::Device(torch::kCPU));
   }
@@ -34,6 +26,20 @@ class CheckpointTest : public ::testing::Test {
       if (!torch::equal(pa[i], pb[i])) return false;
     }
     return true;
+  }
+  // A trainer after epochs 1 and 2 without a break.
+  std::unique_ptr<Trainer> TrainedStraight() {
+    auto t = MakeTrainer();
+    t->train_epoch(1);
+    t->train_epoch(2);
+    return t;
+  }
+  // Trains epoch 1 and saves it; returns the checkpoint's path.
+  std::string SavedAfterEpoch1() {
+    auto t = MakeTrainer();
+    t->train_epoch(1);
+    Save(*t, dir_ / "e1.pt");
+    return dir_ / "e1.pt";
   }
   std::string LoadError(const std::string& path) {
     try {
@@ -66,29 +72,18 @@ TEST_F(CheckpointTest, RoundTripRestoresWeightsProgressAndConfig) {
 }
 
 TEST_F(CheckpointTest, ResumeIsBitIdenticalToAnUninterruptedRun) {
-  auto straight = MakeTrainer();
-  straight->train_epoch(1);
-  straight->train_epoch(2);
-
-  auto first = MakeTrainer();
-  first->train_epoch(1);
-  Save(*first, dir_ / "e1.pt");
+  auto straight = TrainedStraight();
   auto resumed = MakeTrainer();
-  resumed->resume_from(Checkpoint(dir_ / "e1.pt"));
+  resumed->resume_from(Checkpoint(SavedAfterEpoch1()));
   resumed->train_epoch(2);
   EXPECT_TRUE(SameParameters(*straight, *resumed));
 }
 
 TEST_F(CheckpointTest, ResumeWithoutOptimizerStateWouldDiffer) {
   // Guards the test above: a restart from the weights alone (fresh Adam) must not match.
-  auto straight = MakeTrainer();
-  straight->train_epoch(1);
-  straight->train_epoch(2);
-  auto first = MakeTrainer();
-  first->train_epoch(1);
-  Save(*first, dir_ / "e1.pt");
+  auto straight = TrainedStraight();
   auto weights_only = MakeTrainer();
-  Checkpoint(dir_ / "e1.pt").restore_model(weights_only->model());
+  Checkpoint(SavedAfterEpoch1()).restore_model(weights_only->model());
   weights_only->train_epoch(2);
   EXPECT_FALSE(SameParameters(*straight, *weights_only));
 }
@@ -131,13 +126,6 @@ TEST_F(CheckpointTest, WriteIsAtomic) {
   EXPECT_NE(testing::read_bytes(dir_ / "c.pt"), before);
   EXPECT_FALSE(std::filesystem::exists(dir_ / "c.pt.tmp"));
   EXPECT_THROW(Save(*a, dir_ / "no/such/dir/c.pt"), std::runtime_error);
-}
-
-TEST_F(CheckpointTest, PermutationCoversEveryIndexOnce) {
-  auto p = epoch_permutation(300, /*seed=*/1, /*epoch=*/3);
-  EXPECT_TRUE(torch::equal(std::get<0>(p.sort()), torch::arange(300)));
-  EXPECT_TRUE(torch::equal(p, epoch_permutation(300, 1, 3)));
-  EXPECT_FALSE(torch::equal(p, epoch_permutation(300, 1, 4)));
 }
 
 }  // namespace
