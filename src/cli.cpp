@@ -1,6 +1,7 @@
 #include "vae_ddp/cli.h"
 
 #include <cstdio>
+#include <optional>
 #include <vector>
 
 #include <c10/util/Exception.h>

@@ -78,6 +78,10 @@ int train_command(const Config& c) {
   if (ckpt) trainer.resume_from(*ckpt);
   write_file_atomic(c.out_dir + "/config.yaml", to_yaml(c));
   log_startup(c, device, threads, trainer, count_parameters(trainer.model()), train_images, test_images);
+  if (!ckpt && std::filesystem::exists(c.out_dir + "/checkpoints/last.pt")) {
+    spdlog::warn("warning: --resume {}: starting afresh in {}; its metrics.csv and checkpoints will be replaced",
+                 c.resume, c.out_dir);
+  }
   if (ckpt) spdlog::info("resuming from {} (epoch {}, step {})", ckpt->path(), ckpt->progress().epoch,
                          ckpt->progress().global_step);
   trainer.run();
