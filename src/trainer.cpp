@@ -60,7 +60,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
       train_{train.images.to(device), train.labels.to(device)},
       test_{test.images.to(device), test.labels.to(device)},
       device_(device),
-      schedule_(config_, (train_.size() + config_.batch_size - 1) / config_.batch_size) {
+      schedule_(config_, steps_per_epoch()) {  // uses config_ and train_, initialised above
   torch::manual_seed(derive_seed(config_.seed, Stream::kInit));
   model_ = VAE(config_.hidden_dims, config_.latent_dim);
   model_->to(device_);
