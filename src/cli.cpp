@@ -30,8 +30,15 @@ std::shared_ptr<cxxopts::Value> text_value(bool is_switch = false) {
   return v;
 }
 
-void reject_leftovers(const cxxopts::ParseResult& r) {
+// Parses argv; prints the help and returns nullopt for -h/--help. Stray arguments are errors.
+std::optional<cxxopts::ParseResult> parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
+  auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    fmt::print("{}\n", opts.help());
+    return std::nullopt;
+  }
   if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
+  return r;
 }
 
 std::optional<std::string> text(const cxxopts::ParseResult& r, const std::string& name) {
@@ -53,12 +60,9 @@ std::optional<Config> parse_train(int argc, char** argv) {
     opts.add_options()(f.name, fmt::format("{} (default: {})", f.help, field_to_string(defaults, f)),
                        text_value(is_switch));
   }
-  const auto r = opts.parse(argc, argv);
-  if (r.count("help")) {
-    fmt::print("{}\n", opts.help());
-    return std::nullopt;
-  }
-  reject_leftovers(r);
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
   Config c;
   if (auto file = text(r, "config")) c = load_yaml_file(*file, c);
   for (const auto& f : config_fields()) {
@@ -77,12 +81,9 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
                                                                        text_value(true))(
       "verify-md5", "check MNIST md5 (default: true)", text_value(true))(
       "threads", "intra-op threads (default: cores)", text_value())("device", "auto | cpu | cuda", text_value());
-  const auto r = opts.parse(argc, argv);
-  if (r.count("help")) {
-    fmt::print("{}\n", opts.help());
-    return std::nullopt;
-  }
-  reject_leftovers(r);
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
   o.checkpoint = text(r, "checkpoint").value_or("");
   o.data_dir = text(r, "data-dir").value_or(o.data_dir);
   if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
@@ -109,12 +110,9 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
       "n,count", "number of samples, also --n (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
                                                            text_value())(
       "seed", "z seed (default: the checkpoint's)", text_value())("device", "auto | cpu | cuda", text_value());
-  const auto r = opts.parse(static_cast<int>(args.size()), args.data());
-  if (r.count("help")) {
-    fmt::print("{}\n", opts.help());
-    return std::nullopt;
-  }
-  reject_leftovers(r);
+  const auto parsed = parse_or_help(opts, static_cast<int>(args.size()), args.data());
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
   o.checkpoint = text(r, "checkpoint").value_or("");
   if (auto v = text(r, "count")) o.n = parse_int(*v, "--n");
   o.out = text(r, "out").value_or(o.out);
