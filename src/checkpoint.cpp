@@ -27,15 +27,6 @@ std::string tensor_to_string(const torch::Tensor& t) {
   return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
 }
 
-// The message without libtorch's C++ backtrace.
-std::string short_what(const std::exception& e) {
-  if (const auto* c10e = dynamic_cast<const c10::Error*>(&e)) {
-    const std::string msg = c10e->what_without_backtrace();
-    return msg.substr(0, msg.find('\n'));
-  }
-  return e.what();
-}
-
 torch::Tensor read_tensor(torch::serialize::InputArchive& ar, const char* key) {
   torch::Tensor t;
   ar.read(key, t);
@@ -57,6 +48,8 @@ void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& op
   root.write("global_step", torch::tensor(progress.global_step));
   root.write("config_yaml", string_to_tensor(to_yaml(config)));
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  root.write("loss_scale", torch::tensor(progress.scaler.scale, torch::kFloat64));
+  root.write("scale_growth_tracker", torch::tensor(progress.scaler.growth_tracker));
 
   std::string bytes;
   root.save_to([&bytes](const void* data, size_t size) {
@@ -66,12 +59,18 @@ void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& op
   write_file_atomic(path, bytes);
 }
 
-Checkpoint::Checkpoint(const std::string& path, torch::Device device) : path_(path) {
+std::string read_checkpoint_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw UsageError(fmt::format("checkpoint {}: cannot read the file", path));
   std::stringstream buf;
   buf << in.rdbuf();
-  const std::string bytes = buf.str();
+  return buf.str();
+}
+
+Checkpoint::Checkpoint(const std::string& path, torch::Device device)
+    : Checkpoint(path, read_checkpoint_bytes(path), device) {}
+
+Checkpoint::Checkpoint(const std::string& path, const std::string& bytes, torch::Device device) : path_(path) {
   archive_ = std::make_shared<torch::serialize::InputArchive>();
   try {
     archive_->load_from(bytes.data(), bytes.size(), device);
@@ -82,12 +81,15 @@ Checkpoint::Checkpoint(const std::string& path, torch::Device device) : path_(pa
     }
     progress_.epoch = read_tensor(*archive_, "epoch").item<int64_t>();
     progress_.global_step = read_tensor(*archive_, "global_step").item<int64_t>();
+    torch::Tensor scale, tracker;
+    if (archive_->try_read("loss_scale", scale)) progress_.scaler.scale = scale.item<double>();
+    if (archive_->try_read("scale_growth_tracker", tracker)) progress_.scaler.growth_tracker = tracker.item<int64_t>();
     config_ = load_yaml_string(tensor_to_string(read_tensor(*archive_, "config_yaml")), path + " (config)", Config{});
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
     throw UsageError(fmt::format("checkpoint {}: corrupt, truncated or not a vae_ddp checkpoint ({})", path,
-                                 short_what(e)));
+                                 error_line(e)));
   }
 }
 
@@ -100,7 +102,7 @@ void Checkpoint::restore_model(VAE& model) const {
     throw;
   } catch (const std::exception& e) {
     throw UsageError(fmt::format("checkpoint {}: its model ({}) does not load: {}", path_,
-                                 describe_architecture(config_), short_what(e)));
+                                 describe_architecture(config_), error_line(e)));
   }
 }
 
@@ -112,7 +114,7 @@ void Checkpoint::restore_optimizer(torch::optim::Adam& opt) const {
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
-    throw UsageError(fmt::format("checkpoint {}: optimizer state unreadable ({})", path_, short_what(e)));
+    throw UsageError(fmt::format("checkpoint {}: optimizer state unreadable ({})", path_, error_line(e)));
   }
 }
 

@@ -1,10 +1,10 @@
 #include "vae_ddp/cli.h"
 
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <vector>
 
-#include <c10/util/Exception.h>
 #include <cxxopts.hpp>
 #include <fmt/format.h>
 
@@ -12,6 +12,8 @@
 #include "vae_ddp/config.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/logging.h"
+#include "vae_ddp/runtime.h"
+#include "vae_ddp/world.h"
 
 namespace vae {
 
@@ -19,6 +21,7 @@ namespace {
 
 constexpr const char* kUsage =
     "vae_ddp [train] [--config FILE] [options]\n"
+    "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
     "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--json]\n"
     "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n";
 
@@ -69,6 +72,13 @@ std::optional<Config> parse_train(int argc, char** argv) {
     if (auto v = text(r, f.name)) field_from_string(c, f, *v, std::string("--") + f.name);
   }
   validate(c);
+  // Checked before MPI or NCCL start, from the device type `auto` resolves to.
+  validate_for_device(c, c.device == "cuda" || (c.device == "auto" && cuda_usable()));
+  if (!started_by_launcher() && c.world > 1) {
+    throw UsageError(fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
+                                 "(or ./launch/train --np {} ...), or pass --world 1",
+                                 c.world, c.world, c.world));
+  }
   return c;
 }
 
@@ -123,29 +133,39 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   return o;
 }
 
+// Runs a collective command inside an MPI session (when launched). An error that escapes
+// on one rank of several ends the whole job: the others may be waiting in a collective.
+int run_in_world(const std::function<int(const World&)>& body) {
+  WorldSession session;
+  const World& w = session.world();
+  init_logging(w.rank);
+  try {
+    return body(w);
+  } catch (const CollectiveFailure& f) {
+    return f.code;  // already reported once; every rank leaves through here together
+  } catch (const std::exception& e) {
+    if (w.size == 1) throw;
+    print_error(error_line(e), w.rank);
+    abort_job(w, exit_code_for(e));
+  }
+}
+
 int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "train") {
     auto c = parse_train(argc, argv);
     if (!c) return kExitOk;
-    init_logging(/*rank=*/0);
-    return train_command(*c);
+    return run_in_world([&](const World& w) { return train_command(*c, w); });
   }
   if (command == "eval") {
     auto o = parse_eval(argc, argv);
-    return o ? eval_command(*o) : kExitOk;
+    if (!o) return kExitOk;
+    return run_in_world([&](const World& w) { return eval_command(*o, w); });
   }
   if (command == "sample") {
     auto o = parse_sample(argc, argv);
     return o ? sample_command(*o) : kExitOk;
   }
   throw UsageError(fmt::format("unknown command '{}'; expected train, eval or sample (see vae_ddp --help)", command));
-}
-
-// The first line of a libtorch error, without its C++ backtrace.
-std::string first_line(const std::exception& e) {
-  const auto* c10e = dynamic_cast<const c10::Error*>(&e);
-  std::string msg = c10e ? c10e->what_without_backtrace() : e.what();
-  return msg.substr(0, msg.find('\n'));
 }
 
 }  // namespace
@@ -158,17 +178,16 @@ int run_cli(int argc, char** argv) {
     command = argv[1];
     args.erase(args.begin() + 1);
   }
+  // Errors before MPI starts hit every rank alike: the launcher's rank 0 reports them.
+  const bool speaker = launcher_rank() == 0;
   try {
     return dispatch(command, static_cast<int>(args.size()), args.data());
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "vae_ddp: error: %s\n", e.what());
-    return kExitUsage;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::fprintf(stderr, "vae_ddp: error: %s (see vae_ddp %s --help)\n", e.what(), command.c_str());
+    if (speaker) print_error(fmt::format("{} (see vae_ddp {} --help)", e.what(), command));
     return kExitUsage;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vae_ddp: error: %s\n", first_line(e).c_str());
-    return kExitRuntime;
+    if (speaker) print_error(error_line(e));
+    return exit_code_for(e);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <torch/version.h>
 
 #include "vae_ddp/checkpoint.h"
+#include "vae_ddp/comm.h"
 #include "vae_ddp/download.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/evaluate.h"
@@ -20,26 +21,49 @@ namespace vae {
 
 namespace {
 
-// The checkpoint --resume names, or none: auto picks out_dir's last.pt when present.
-std::unique_ptr<Checkpoint> resume_checkpoint(const Config& c, torch::Device device) {
-  if (c.resume == "none") return nullptr;
-  std::string path = c.resume;
+// The checkpoint --resume names, or "": auto picks out_dir's last.pt when present.
+std::string resume_path(const Config& c) {
+  if (c.resume == "none") return "";
   if (c.resume == "auto") {
-    path = c.out_dir + "/checkpoints/last.pt";
-    if (!std::filesystem::exists(path)) return nullptr;
-  } else if (!std::filesystem::exists(path)) {
-    throw UsageError(fmt::format("--resume {}: no such checkpoint", path));
+    const std::string last = c.out_dir + "/checkpoints/last.pt";
+    return std::filesystem::exists(last) ? last : "";
   }
-  return std::make_unique<Checkpoint>(path, device);
+  if (!std::filesystem::exists(c.resume)) throw UsageError(fmt::format("--resume {}: no such checkpoint", c.resume));
+  return c.resume;
 }
 
-void log_startup(const Config& c, torch::Device device, int threads, const Trainer& trainer,
-                 int64_t parameters, int64_t train_images, int64_t test_images) {
-  spdlog::info("vae_ddp · libtorch {} · device {} · {} thread(s) · BLAS {}", TORCH_VERSION, device.str(), threads,
-               blas_name());
-  spdlog::info("model {} ({} parameters) · data {} ({} train, {} test images) · {} steps/epoch",
-               describe_architecture(c), parameters, c.data_dir, train_images, test_images,
-               trainer.steps_per_epoch());
+// --world, when given, must match what the launcher started.
+void check_world(const Config& c, const World& w) {
+  if (c.world == 0 || c.world == w.size) return;
+  if (!w.launched) {
+    throw UsageError(fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
+                                 "(or ./launch/train --np {} ...), or pass --world 1",
+                                 c.world, c.world, c.world));
+  }
+  throw UsageError(fmt::format("--world {}: the launcher started {} process(es); pass --world {} or leave it out",
+                               c.world, w.size, w.size));
+}
+
+// Every rank must train with the same options (a flag given to one rank only would
+// silently break the replicas). Collective.
+void check_same_config(const World& w, const Config& c) {
+  const auto hash = static_cast<int64_t>(std::hash<std::string>{}(to_yaml(c)));
+  const auto [lo, hi] = allreduce_min_max(w, hash);
+  run_collectively(w, [lo = lo, hi = hi] {
+    if (lo != hi) {
+      throw UsageError("ranks disagree on the configuration: every rank must get the same flags and --config file");
+    }
+  });
+}
+
+void log_startup(const Config& c, const World& w, torch::Device device, int threads, const Communicator& comm,
+                 const Trainer& trainer, int64_t parameters, int64_t train_images, int64_t test_images) {
+  spdlog::info("vae_ddp · libtorch {} · {} rank(s) on {} · device {} · {} thread(s)/rank · BLAS {} · backend {}{}",
+               TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
+               comm.name() == "nccl" ? " " + nccl_version() : "");
+  spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
+               describe_architecture(c), parameters, c.precision, c.data_dir, train_images, test_images,
+               trainer.steps_per_epoch(), c.batch_size);
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
 }
 
@@ -60,52 +84,89 @@ VAE load_model(const Checkpoint& ckpt, torch::Device device) {
 
 }  // namespace
 
-int train_command(const Config& c) {
-  if (c.world != 1) {
-    throw UsageError(fmt::format("--world {}: this build trains in one process; use --world 1", c.world));
-  }
-  const torch::Device device = resolve_device(c.device);
-  const int threads = configure_threads(c.threads, /*local_ranks=*/1);
-  prepare_out_dir(c.out_dir);
-  auto ckpt = resume_checkpoint(c, device);
-  if (ckpt) check_resumable(*ckpt, c);  // before the data is read: fail fast
-  if (c.download) download_mnist(c.data_dir);
-  Dataset train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
-  Dataset test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);
+int train_command(const Config& c, const World& w) {
+  torch::Device device = torch::kCPU;
+  int threads = 0;
+  std::string ckpt_path, ckpt_bytes;
+  // Local checks and reads first; a failure on any rank ends every rank with one line.
+  run_collectively(w, [&] {
+    check_world(c, w);
+    device = resolve_device(c.device, w.local_rank);
+    threads = configure_threads(c.threads, w.local_size);
+    if (w.rank != 0) return;  // rank 0 owns the output directory and the checkpoints
+    prepare_out_dir(c.out_dir);
+    ckpt_path = resume_path(c);
+    if (!ckpt_path.empty()) ckpt_bytes = read_checkpoint_bytes(ckpt_path);
+    if (c.download) download_mnist(c.data_dir);
+  });
+  check_same_config(w, c);
+  broadcast_bytes(w, ckpt_path);
+  broadcast_bytes(w, ckpt_bytes);
+
+  std::unique_ptr<Checkpoint> ckpt;
+  Dataset train, test;
+  run_collectively(w, [&] {
+    if (!ckpt_path.empty()) {
+      ckpt = std::make_unique<Checkpoint>(ckpt_path, ckpt_bytes, device);
+      check_resumable(*ckpt, c);  // before the data is read: fail fast
+    }
+    train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
+    test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);
+  });
+  ckpt_bytes.clear();
   const int64_t train_images = train.size(), test_images = test.size();
 
-  Trainer trainer(c, std::move(train), std::move(test), device);
+  auto comm = make_communicator(w, c.backend, device, std::chrono::seconds(c.comm_timeout));
+  Trainer trainer(c, std::move(train), std::move(test), device, *comm);
   if (ckpt) trainer.resume_from(*ckpt);
-  write_file_atomic(c.out_dir + "/config.yaml", to_yaml(c));
-  log_startup(c, device, threads, trainer, count_parameters(trainer.model()), train_images, test_images);
-  if (!ckpt && std::filesystem::exists(c.out_dir + "/checkpoints/last.pt")) {
-    spdlog::warn("warning: --resume {}: starting afresh in {}; its metrics.csv and checkpoints will be replaced",
-                 c.resume, c.out_dir);
+  if (w.rank == 0) {
+    write_file_atomic(c.out_dir + "/config.yaml", to_yaml(c));
+    log_startup(c, w, device, threads, *comm, trainer, count_parameters(trainer.model()), train_images, test_images);
+    if (!ckpt && std::filesystem::exists(c.out_dir + "/checkpoints/last.pt")) {
+      spdlog::warn("warning: --resume {}: starting afresh in {}; its metrics.csv and checkpoints will be replaced",
+                   c.resume, c.out_dir);
+    }
+    if (ckpt) {
+      spdlog::info("resuming from {} (epoch {}, step {})", ckpt->path(), ckpt->progress().epoch,
+                   ckpt->progress().global_step);
+    }
   }
-  if (ckpt) spdlog::info("resuming from {} (epoch {}, step {})", ckpt->path(), ckpt->progress().epoch,
-                         ckpt->progress().global_step);
   trainer.run();
   spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt",
                c.out_dir);
   return kExitOk;
 }
 
-int eval_command(const EvalOptions& o) {
-  const torch::Device device = resolve_device(o.device);
-  configure_threads(o.threads, /*local_ranks=*/1);
-  Checkpoint ckpt(o.checkpoint, device);
-  VAE model = load_model(ckpt, device);
-  const Dataset test = load_mnist(o.data_dir, Split::kTest, o.verify_md5);
-  const int64_t seed = o.seed >= 0 ? o.seed : ckpt.config().seed;
-  const EvalResult r = evaluate(model, test, seed, device);
+int eval_command(const EvalOptions& o, const World& w) {
+  torch::Device device = torch::kCPU;
+  std::string bytes;
+  run_collectively(w, [&] {
+    device = resolve_device(o.device, w.local_rank);
+    configure_threads(o.threads, w.local_size);
+    if (w.rank == 0) bytes = read_checkpoint_bytes(o.checkpoint);
+  });
+  broadcast_bytes(w, bytes);
+  std::unique_ptr<Checkpoint> ckpt;
+  VAE model{nullptr};
+  Dataset test;
+  run_collectively(w, [&] {
+    ckpt = std::make_unique<Checkpoint>(o.checkpoint, bytes, device);
+    model = load_model(*ckpt, device);
+    test = load_mnist(o.data_dir, Split::kTest, o.verify_md5);
+  });
+  auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
+  const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
+  const EvalResult r = evaluate(model, test, seed, device, *comm);
+  if (w.rank != 0) return kExitOk;
   if (o.json) {
     fmt::print("{{\"checkpoint\": \"{}\", \"epoch\": {}, \"seed\": {}, \"images\": {}, \"test_loss\": {:.17g}, "
                "\"test_bce\": {:.17g}, \"test_kld\": {:.17g}}}\n",
-               o.checkpoint, ckpt.progress().epoch, seed, r.images, r.loss, r.bce, r.kld);
+               o.checkpoint, ckpt->progress().epoch, seed, r.images, r.loss, r.bce, r.kld);
   } else {
     fmt::print("{} (epoch {}): test loss {:.4f} nats/image (bce {:.4f}, kld {:.4f}) over {} images, seed {}\n",
-               o.checkpoint, ckpt.progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
+               o.checkpoint, ckpt->progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
   }
+  std::fflush(stdout);
   return kExitOk;
 }
 

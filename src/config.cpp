@@ -37,9 +37,11 @@ const std::vector<Field>& config_fields() {
       {"kl-cycles", &Config::kl_cycles, "cyclical: number of ramps over the run"},
       {"kl-ramp", &Config::kl_ramp, "cyclical: fraction of each cycle spent ramping"},
       {"threads", &Config::threads, "intra-op threads (0 = cores / local ranks)"},
-      {"world", &Config::world, "number of processes (must match the launcher)"},
-      {"device", &Config::device, "auto | cpu | cuda"},
-      {"precision", &Config::precision, "fp32"},
+      {"world", &Config::world, "number of processes, 0 = from the launcher (mpirun -np N)"},
+      {"device", &Config::device, "auto | cpu | cuda (rank r uses GPU local_rank)"},
+      {"precision", &Config::precision, "fp32 | bf16 | fp16 (CUDA): autocast, fp32 weights"},
+      {"backend", &Config::backend, "auto | nccl | mpi: gradient all-reduce backend"},
+      {"comm-timeout", &Config::comm_timeout, "seconds a collective may wait before the job is ended"},
   };
   return fields;
 }
@@ -190,9 +192,17 @@ void validate(const Config& c) {
   require_positive(c.kl_cycles, "kl-cycles");
   require(c.kl_ramp > 0 && c.kl_ramp <= 1, fmt::format("--kl-ramp must be in (0, 1], got {}", c.kl_ramp));
   require_non_negative(c.threads, "threads");
-  require_positive(c.world, "world");
+  require_non_negative(c.world, "world");
   require_one_of(c.device, {"auto", "cpu", "cuda"}, "device");
-  require_one_of(c.precision, {"fp32"}, "precision");
+  require_one_of(c.precision, {"fp32", "bf16", "fp16"}, "precision");
+  require_one_of(c.backend, {"auto", "nccl", "mpi"}, "backend");
+  require_positive(c.comm_timeout, "comm-timeout");
+}
+
+void validate_for_device(const Config& c, bool cuda) {
+  if (cuda) return;
+  require(c.precision != "fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  require(c.backend != "nccl", "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
 
 Config load_yaml_string(const std::string& text, const std::string& origin, Config base) {

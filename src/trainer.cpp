@@ -21,6 +21,13 @@ namespace {
 constexpr int64_t kSampleCount = 64;  // 8x8 sample grid
 constexpr int64_t kReconCount = 8;    // one row of test images over their reconstructions
 
+// Sums kept on the device, read once per log line / epoch: a float64 [4] tensor.
+enum Sum : int64_t { kObjective = 0, kBce = 1, kKld = 2, kImages = 3, kSums = 4 };
+
+torch::Tensor new_sums(torch::Device device) {
+  return torch::zeros({kSums}, torch::dtype(torch::kFloat64).device(device));
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -29,42 +36,23 @@ std::string epoch_file(const std::string& dir, int64_t epoch, const char* ext) {
   return fmt::format("{}/epoch_{:03d}.{}", dir, epoch, ext);
 }
 
-// Sums over a stretch of steps, kept on the device: read once per log line / epoch.
-struct Accumulator {
-  torch::Tensor objective, bce, kld;  // float64 scalars: sums over images
-  int64_t images = 0;
-
-  explicit Accumulator(torch::Device device)
-      : objective(torch::zeros({}, torch::dtype(torch::kFloat64).device(device))),
-        bce(torch::zeros_like(objective)),
-        kld(torch::zeros_like(objective)) {}
-
-  void add(const LossTerms& t, const torch::Tensor& obj_sum, int64_t rows) {
-    objective += obj_sum.detach().to(torch::kFloat64);
-    bce += t.bce.detach().sum().to(torch::kFloat64);
-    kld += t.kld.detach().sum().to(torch::kFloat64);
-    images += rows;
-  }
-  double mean(const torch::Tensor& sum) const { return images ? sum.item<double>() / images : 0.0; }
-};
-
 }  // namespace
 
-torch::Tensor epoch_permutation(int64_t n, int64_t seed, int64_t epoch) {
-  auto gen = make_generator(seed, Stream::kShuffle, epoch);
-  return torch::randperm(n, gen, torch::kInt64);
-}
-
-Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device device)
+Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device device, Communicator& comm)
     : config_(std::move(config)),
       train_{train.images.to(device), train.labels.to(device)},
       test_{test.images.to(device), test.labels.to(device)},
       device_(device),
+      comm_(comm),
+      precision_(parse_precision(config_.precision)),
+      scaler_(precision_ == Precision::kFP16, device),
       schedule_(config_, steps_per_epoch()) {  // uses config_ and train_, initialised above
   torch::manual_seed(derive_seed(config_.seed, Stream::kInit));
   model_ = VAE(config_.hidden_dims, config_.latent_dim);
   model_->to(device_);
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(config_.lr));
+  grads_ = std::make_unique<GradBuffer>(model_->parameters());
+  broadcast_parameters(model_->parameters(), comm_);
   auto gen = make_generator(config_.seed, Stream::kSample);
   sample_z_ = torch::randn({kSampleCount, config_.latent_dim}, gen, torch::kFloat32).to(device_);
 }
@@ -79,49 +67,96 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
   ckpt.restore_optimizer(*optimizer_);
   ckpt.restore_rng();
   progress_ = ckpt.progress();
+  scaler_ = LossScaler(precision_ == Precision::kFP16, device_, progress_.scaler);
+  broadcast_parameters(model_->parameters(), comm_);
+  beta_ = torch::Tensor();
+}
+
+void Trainer::check_replicas(const std::string& when) {
+  check_replicas_agree(comm_.world(), model_->parameters(), when);
+}
+
+void Trainer::broadcast_beta() {
+  beta_ = torch::full({1}, is_root() ? schedule_.at(progress_.global_step) : 0.0,
+                      torch::dtype(torch::kFloat32).device(device_));
+  comm_.broadcast(beta_, /*root=*/0);
+}
+
+bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc) {
+  const int rank = comm_.world().rank, world = comm_.world().size;
+  const int64_t start = step * config_.batch_size;
+  const int64_t rows = std::min(config_.batch_size, train_.size() - start);  // the global batch
+  grads_->zero();
+  if (shard_size(rows, rank, world) > 0) {
+    auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
+    auto x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
+    // The noise of the whole global batch, so each image gets the same eps at any world size.
+    auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
+    auto eps = shard_rows(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32), rank, world);
+    torch::Tensor loss;
+    LossTerms terms;
+    {
+      AutocastGuard autocast(device_, precision_);
+      auto out = model_->forward(x, eps.to(device_));
+      terms = loss_terms(out.logits, x, out.mu, out.logvar);
+      loss = objective(terms, beta_, rows);  // this rank's images' sum / global batch
+    }
+    scaler_.scale(loss).backward();
+    torch::NoGradGuard no_grad;
+    acc[kObjective] += loss.detach().to(torch::kFloat64) * static_cast<double>(rows);
+    acc[kBce] += terms.bce.detach().to(torch::kFloat64).sum();
+    acc[kKld] += terms.kld.detach().to(torch::kFloat64).sum();
+    acc[kImages] += static_cast<double>(x.size(0));
+  }
+  // Per-step control values travel in the gradient all-reduce (see GradBuffer::Slot).
+  if (scaler_.enabled()) grads_->slot(GradBuffer::kFoundInf).copy_(scaler_.non_finite(grads_->grads()));
+  if (is_root()) grads_->slot(GradBuffer::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
+  comm_.allreduce_sum(grads_->flat());
+  beta_ = grads_->slot(GradBuffer::kNextBeta).clone();
+  auto g = grads_->grads();
+  const bool skip = scaler_.unscale_and_update(g, grads_->slot(GradBuffer::kFoundInf));
+  if (!skip) optimizer_->step();
+  ++progress_.global_step;
+  return !skip;
+}
+
+void Trainer::log_interval(int64_t epoch, int64_t done, torch::Tensor& interval) {
+  auto sums = interval.clone();
+  comm_.allreduce_sum(sums);
+  interval.zero_();
+  const auto s = sums.to(torch::kCPU);
+  const double images = std::max(1.0, s[kImages].item<double>());
+  spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  bce {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch, done,
+               train_.size(), 100.0 * done / train_.size(), s[kObjective].item<double>() / images,
+               s[kBce].item<double>() / images, s[kKld].item<double>() / images, schedule_.at(progress_.global_step - 1));
 }
 
 EpochStats Trainer::train_epoch(int64_t epoch) {
   model_->train();
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t n = train_.size();
   const int64_t steps = steps_per_epoch();
-  const auto perm = epoch_permutation(n, config_.seed, epoch).to(device_);
-  Accumulator total(device_), interval(device_);
-  double beta = 0;
+  const auto perm = epoch_permutation(train_.size(), config_.seed, epoch).to(device_);
+  if (!beta_.defined()) broadcast_beta();
+  auto total = new_sums(device_), interval = new_sums(device_);
+  EpochStats s;
   for (int64_t step = 0; step < steps; ++step) {
-    const int64_t start = step * config_.batch_size;
-    const int64_t rows = std::min(config_.batch_size, n - start);
-    auto x = train_.images.index_select(/*dim=*/0, perm.slice(/*dim=*/0, start, start + rows));  // [rows, 784]
-    auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
-    auto eps = torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32).to(device_);  // [rows, latent]
-    beta = schedule_.at(progress_.global_step);
-
-    auto out = model_->forward(x, eps);
-    auto terms = loss_terms(out.logits, x, out.mu, out.logvar);
-    auto loss = objective(terms, beta, rows);
-    optimizer_->zero_grad();
-    loss.backward();
-    optimizer_->step();
-    ++progress_.global_step;
-
-    auto loss_sum = loss.detach() * static_cast<double>(rows);
-    total.add(terms, loss_sum, rows);
-    interval.add(terms, loss_sum, rows);
+    if (!train_step(perm, epoch, step, interval)) ++s.skipped_steps;
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
-      spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  bce {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch,
-                   start + rows, n, 100.0 * (start + rows) / n, interval.mean(interval.objective),
-                   interval.mean(interval.bce), interval.mean(interval.kld), beta);
-      interval = Accumulator(device_);
+      total += interval;
+      log_interval(epoch, std::min((step + 1) * config_.batch_size, train_.size()), interval);
     }
   }
+  total += interval;
   progress_.epoch = epoch;
-  EpochStats s;
-  s.loss = total.mean(total.objective);
-  s.bce = total.mean(total.bce);
-  s.kld = total.mean(total.kld);
-  s.beta = beta;
-  s.images = total.images;
+  progress_.scaler = scaler_.state();
+  comm_.allreduce_sum(total);
+  const auto sums = total.to(torch::kCPU);
+  s.images = static_cast<int64_t>(sums[kImages].item<double>());
+  const double images = std::max<double>(1, s.images);
+  s.loss = sums[kObjective].item<double>() / images;
+  s.bce = sums[kBce].item<double>() / images;
+  s.kld = sums[kKld].item<double>() / images;
+  s.beta = schedule_.at(progress_.global_step - 1);
   s.seconds = seconds_since(t0);
   return s;
 }
@@ -160,25 +195,31 @@ void Trainer::write_checkpoints(int64_t epoch) {
 }
 
 void Trainer::run() {
-  MetricsWriter metrics(config_.out_dir + "/metrics.csv", progress_.epoch);
+  std::unique_ptr<MetricsWriter> metrics;
+  if (is_root()) metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
   if (progress_.epoch >= config_.epochs) {
     spdlog::info("already trained through epoch {} (--epochs {}): nothing to do; raise --epochs to continue",
                  progress_.epoch, config_.epochs);
     return;
   }
+  check_replicas("at start");
   for (int64_t epoch = progress_.epoch + 1; epoch <= config_.epochs; ++epoch) {
     const EpochStats train = train_epoch(epoch);
-    const EvalResult test = evaluate(model_, test_, config_.seed, device_);
-    if (config_.sample_every > 0 && (epoch % config_.sample_every == 0 || epoch == config_.epochs)) {
-      write_images(epoch);
-    }
+    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_);
+    check_replicas(fmt::format("after epoch {}", epoch));
     const double ips = train.images / std::max(train.seconds, 1e-9);
-    metrics.append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
-                    train.seconds});
-    write_checkpoints(epoch);
+    if (is_root()) {
+      if (config_.sample_every > 0 && (epoch % config_.sample_every == 0 || epoch == config_.epochs)) {
+        write_images(epoch);
+      }
+      metrics->append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
+                       train.seconds});
+      write_checkpoints(epoch);
+    }
     spdlog::info("==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "
-                 "{:.2f} s  {:.0f} img/s",
-                 epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips);
+                 "{:.2f} s  {:.0f} img/s{}",
+                 epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips,
+                 train.skipped_steps ? fmt::format("  ({} fp16 steps skipped)", train.skipped_steps) : "");
   }
 }
 

@@ -15,7 +15,7 @@ class CheckpointTest : public ::testing::Test {
  protected:
   CheckpointTest() : config_(testing::TinyConfig(dir_.path())), data_(testing::SyntheticData()) {}
   std::unique_ptr<Trainer> MakeTrainer() {
-    return std::make_unique<Trainer>(config_, data_, data_, torch::Device(torch::kCPU));
+    return std::make_unique<Trainer>(config_, data_, data_, torch::Device(torch::kCPU), testing::LocalComm());
   }
   void Save(Trainer& t, const std::string& path) {
     save_checkpoint(path, t.model(), t.optimizer(), t.progress(), config_);

@@ -9,11 +9,18 @@
 #include <string>
 #include <vector>
 
+#include "vae_ddp/comm.h"
 #include "vae_ddp/config.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
 
 namespace vae::testing {
+
+// The one-process communicator (every collective is the identity), for in-process tests.
+inline Communicator& LocalComm() {
+  static auto comm = make_local_communicator(World{});
+  return *comm;
+}
 
 // A fresh directory under $TMPDIR, removed when the object dies.
 class TempDir {

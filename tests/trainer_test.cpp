@@ -1,4 +1,5 @@
 #include "vae_ddp/trainer.h"
+#include "vae_ddp/data_parallel.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +10,7 @@ namespace {
 
 class TrainerTest : public ::testing::Test {
  protected:
-  Trainer Make() { return Trainer(testing::TinyConfig(dir_.path()), testing::SyntheticData(), testing::SyntheticData(), torch::kCPU); }
+  Trainer Make() { return Trainer(testing::TinyConfig(dir_.path()), testing::SyntheticData(), testing::SyntheticData(), torch::kCPU, testing::LocalComm()); }
   testing::TempDir dir_;
 };
 

@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/amp.h"
 #include "vae_ddp/config.h"
 #include "vae_ddp/model.h"
 
@@ -17,6 +18,7 @@ namespace vae {
 struct TrainProgress {
   int64_t epoch = 0;        // epochs completed
   int64_t global_step = 0;  // optimizer steps completed: the KL schedule's position
+  ScalerState scaler;       // fp16 loss scale; carried through fp32/bf16 runs unchanged
 };
 
 // Writes `path` atomically. Throws std::runtime_error naming the path on I/O failure
@@ -30,6 +32,9 @@ class Checkpoint {
  public:
   // Tensors are loaded onto `device`.
   explicit Checkpoint(const std::string& path, torch::Device device = torch::kCPU);
+  // From the file's bytes, read elsewhere (rank 0 reads, MPI broadcasts); `path` names
+  // it in messages.
+  Checkpoint(const std::string& path, const std::string& bytes, torch::Device device);
 
   const std::string& path() const { return path_; }
   const Config& config() const { return config_; }
@@ -48,6 +53,9 @@ class Checkpoint {
   TrainProgress progress_;
   std::shared_ptr<torch::serialize::InputArchive> archive_;
 };
+
+// The whole file. Throws UsageError naming it when it cannot be read.
+std::string read_checkpoint_bytes(const std::string& path);
 
 // Throws UsageError naming the checkpoint when `config` asks for another architecture
 // than the checkpoint holds.

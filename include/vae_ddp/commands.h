@@ -5,11 +5,13 @@
 #include <string>
 
 #include "vae_ddp/config.h"
+#include "vae_ddp/world.h"
 
 namespace vae {
 
-// `vae_ddp train`: `config` must have passed validate().
-int train_command(const Config& config);
+// `vae_ddp train`: `config` must have passed validate(). Collective over `world`:
+// errors found while starting end every rank with one line (CollectiveFailure).
+int train_command(const Config& config, const World& world);
 
 struct EvalOptions {
   std::string checkpoint;                      // required
@@ -20,7 +22,8 @@ struct EvalOptions {
   int64_t threads = Config{}.threads;
   std::string device = Config{}.device;
 };
-int eval_command(const EvalOptions& options);
+// Collective: ranks evaluate shards of the test set; rank 0 prints.
+int eval_command(const EvalOptions& options, const World& world);
 
 struct SampleOptions {
   std::string checkpoint;          // required

@@ -39,9 +39,11 @@ struct Config {
   double kl_ramp = 0.5;                   // cyclical: fraction of each cycle spent ramping
   // --- execution ---
   int64_t threads = 0;                    // intra-op threads (0 = cores / local ranks)
-  int64_t world = 1;                      // number of processes; must match the launcher
-  std::string device = "auto";            // auto | cpu | cuda
-  std::string precision = "fp32";         // fp32
+  int64_t world = 0;                      // processes; 0 = as the launcher says (1 without one)
+  std::string device = "auto";            // auto | cpu | cuda (rank r uses GPU local_rank)
+  std::string precision = "fp32";         // fp32 | bf16 | fp16 (CUDA only): autocast; weights stay fp32
+  std::string backend = "auto";           // auto | nccl | mpi: gradient all-reduce
+  int64_t comm_timeout = 600;             // seconds a collective may take before the job is ended
 };
 
 // One entry per Config field, in declaration order. `name` is the flag spelling
@@ -68,6 +70,8 @@ bool parse_bool(const std::string& text, const std::string& where);
 
 // Checks every rule on its own; throws UsageError naming the flag and value.
 void validate(const Config& c);
+// The rules that depend on the device type `auto` resolved to (fp16 and NCCL need CUDA).
+void validate_for_device(const Config& c, bool cuda);
 
 // Reads a YAML mapping of field keys over `base`. Throws UsageError naming the file
 // for a missing/unreadable file, bad YAML, an unknown key or a value of the wrong type.

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/comm.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
 
@@ -20,7 +21,10 @@ struct EvalResult {
 constexpr int64_t kEvalBatch = 1000;
 
 // One z per image, as pytorch/examples does. The noise of eval batch k comes from
-// (seed, k), so evaluating the same weights twice gives identical numbers.
-EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device);
+// (seed, k), so evaluating the same weights twice gives identical numbers. Collective:
+// rank r of W evaluates rows r, r+W, ... of every eval batch (with those rows' noise)
+// and the sums are reduced, so any world size gives the same result up to summation
+// order. Always fp32.
+EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm);
 
 }  // namespace vae

@@ -16,11 +16,16 @@ torch::Tensor kl_divergence(const torch::Tensor& mu, const torch::Tensor& logvar
 // Reconstruction term from logits (stable, autocast-safe), x in [0,1]; both [B, 784] -> [B].
 torch::Tensor bernoulli_nll(const torch::Tensor& logits, const torch::Tensor& x);
 
+// Both terms at least fp32: under autocast the model's outputs are bf16/fp16, the loss
+// is computed from them upcast to fp32.
 LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x,
                      const torch::Tensor& mu, const torch::Tensor& logvar);
 
 // The optimised scalar: sum over these rows of (bce + beta * kld), divided by the number
 // of images in the whole global batch (which, across ranks, may exceed the rows here).
 torch::Tensor objective(const LossTerms& t, double beta, int64_t global_batch);
+// The same with beta as a [1] tensor on the device (the value rank 0 broadcast), so the
+// host never waits for it.
+torch::Tensor objective(const LossTerms& t, const torch::Tensor& beta, int64_t global_batch);
 
 }  // namespace vae

@@ -1,4 +1,5 @@
-// The training loop: data order, steps, per-epoch evaluation, images, metrics, checkpoints.
+// The training loop: sharded steps, per-epoch evaluation, and (rank 0) images, metrics
+// and checkpoints.
 #pragma once
 
 #include <cstdint>
@@ -7,8 +8,11 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/amp.h"
 #include "vae_ddp/checkpoint.h"
+#include "vae_ddp/comm.h"
 #include "vae_ddp/config.h"
+#include "vae_ddp/data_parallel.h"
 #include "vae_ddp/kl_schedule.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
@@ -16,47 +20,61 @@
 namespace vae {
 
 struct EpochStats {
-  double loss = 0, bce = 0, kld = 0;  // per image; loss = bce + beta_step * kld averaged
+  double loss = 0, bce = 0, kld = 0;  // per image over all ranks; loss = bce + beta_step * kld averaged
   double beta = 0;                    // beta of the epoch's last step
-  int64_t images = 0;
+  int64_t images = 0;                 // images of the whole epoch, all ranks together
+  int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
   double seconds = 0;
 };
 
-// The permutation of [0, n) used in `epoch` (1-based): a function of (seed, epoch) only.
-torch::Tensor epoch_permutation(int64_t n, int64_t seed, int64_t epoch);
-
 class Trainer {
  public:
-  // `config` must be valid. Builds the model (initialised from the seed) and optimizer on
-  // `device`; the datasets are moved there once.
-  Trainer(Config config, Dataset train, Dataset test, torch::Device device);
+  // `config` must be valid. Builds the model (initialised from the seed; then rank 0's
+  // weights are broadcast) and optimizer on `device`; the datasets are moved there once.
+  // Every rank holds the whole dataset and takes its rows of each global batch.
+  // Collective: every rank constructs its Trainer together.
+  Trainer(Config config, Dataset train, Dataset test, torch::Device device, Communicator& comm);
 
-  // Loads a checkpoint into model, optimizer and progress. Throws UsageError if its
-  // architecture differs from the config's.
+  // Loads a checkpoint into model, optimizer, scaler and progress, then broadcasts rank
+  // 0's weights. Throws UsageError if its architecture differs from the config's.
   void resume_from(const Checkpoint& ckpt);
 
-  // Runs epochs progress().epoch+1 .. config.epochs, writing every output in out_dir.
+  // Runs epochs progress().epoch+1 .. config.epochs; rank 0 writes every output in out_dir.
   void run();
 
-  // One pass over the training set for `epoch` (1-based); updates the weights.
+  // One pass over the training set for `epoch` (1-based); updates the weights. Collective.
   EpochStats train_epoch(int64_t epoch);
 
   VAE& model() { return model_; }
   torch::optim::Adam& optimizer() { return *optimizer_; }
   const TrainProgress& progress() const { return progress_; }
   int64_t steps_per_epoch() const;
+  // Throws when the ranks' parameters differ (see check_replicas_agree). Collective.
+  void check_replicas(const std::string& when);
 
  private:
+  bool is_root() const { return comm_.world().rank == 0; }
+  // One optimizer step on global batch `step` of `perm`; adds this rank's sums to `acc`.
+  // Returns false when fp16 scaling skipped it.
+  bool train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc);
+  // Rank 0's beta for the current global step, on every rank.
+  void broadcast_beta();
+  void log_interval(int64_t epoch, int64_t done, torch::Tensor& interval);
   void write_images(int64_t epoch);
   void write_checkpoints(int64_t epoch);
 
   Config config_;
   Dataset train_, test_;
   torch::Device device_;
+  Communicator& comm_;
+  Precision precision_;
   VAE model_{nullptr};
   std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<GradBuffer> grads_;
+  LossScaler scaler_;
   KLSchedule schedule_;
   TrainProgress progress_;
+  torch::Tensor beta_;      // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
 };
 
