@@ -1,6 +1,8 @@
 #include "vae_ddp/cli.h"
 
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <functional>
 #include <optional>
 #include <vector>
@@ -168,6 +170,15 @@ int dispatch(const std::string& command, int argc, char** argv) {
   throw UsageError(fmt::format("unknown command '{}'; expected train, eval or sample (see vae_ddp --help)", command));
 }
 
+// An error found before MPI started (bad flags) hits every rank alike, so the launcher's
+// rank 0 reports it; the launcher then ends the others. A rank that is not rank 0 waits
+// a moment first and speaks only if it is still alive: its error was its own.
+void report_before_mpi(const std::string& line) {
+  const int rank = launcher_rank();
+  if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
+  print_error(line, rank);
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -178,15 +189,13 @@ int run_cli(int argc, char** argv) {
     command = argv[1];
     args.erase(args.begin() + 1);
   }
-  // Errors before MPI starts hit every rank alike: the launcher's rank 0 reports them.
-  const bool speaker = launcher_rank() == 0;
   try {
     return dispatch(command, static_cast<int>(args.size()), args.data());
   } catch (const cxxopts::exceptions::exception& e) {
-    if (speaker) print_error(fmt::format("{} (see vae_ddp {} --help)", e.what(), command));
+    report_before_mpi(fmt::format("{} (see vae_ddp {} --help)", e.what(), command));
     return kExitUsage;
   } catch (const std::exception& e) {
-    if (speaker) print_error(error_line(e));
+    report_before_mpi(error_line(e));
     return exit_code_for(e);
   }
 }

@@ -9,6 +9,7 @@
 
 #include "vae_ddp/errors.h"
 #include "vae_ddp/evaluate.h"
+#include "vae_ddp/fault_injection.h"
 #include "vae_ddp/images.h"
 #include "vae_ddp/loss.h"
 #include "vae_ddp/metrics.h"
@@ -140,6 +141,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   auto total = new_sums(device_), interval = new_sums(device_);
   EpochStats s;
   for (int64_t step = 0; step < steps; ++step) {
+    maybe_inject_fault(comm_.world().rank, progress_.global_step);
     if (!train_step(perm, epoch, step, interval)) ++s.skipped_steps;
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
       total += interval;

@@ -1,6 +1,4 @@
 // End-to-end: the vae_ddp binary on the real MNIST files (fetched by launch/setup).
-#include <sys/wait.h>
-
 #include <filesystem>
 #include <regex>
 #include <sstream>
@@ -17,10 +15,7 @@ namespace {
 using testing::TempDir;
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using testing::Result;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -30,10 +25,7 @@ class CliTest : public ::testing::Test {
   }
   // Runs `vae_ddp <args>` and captures its exit code, stdout and stderr.
   Result Run(const std::string& args) {
-    const std::string cmd = std::string(VAE_DDP_BINARY) + " " + args + " >" + (tmp_ / "out") + " 2>" + (tmp_ / "err");
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), testing::read_text(tmp_ / "out"),
-            testing::read_text(tmp_ / "err")};
+    return testing::run_command(std::string(VAE_DDP_BINARY) + " " + args, tmp_.path());
   }
   // A quick training run on the first 2000 images.
   Result Train(const std::string& out_dir, const std::string& extra) {
@@ -57,20 +49,6 @@ class CliTest : public ::testing::Test {
     testing::write_bytes(dir + "/" + name, bytes);
     return dir;
   }
-  static std::vector<torch::Tensor> Weights(const std::string& ckpt_path) {
-    Checkpoint ckpt(ckpt_path);
-    VAE model(ckpt.config().hidden_dims, ckpt.config().latent_dim);
-    ckpt.restore_model(model);
-    return model->parameters();
-  }
-  // metrics.csv without the two timing columns.
-  static std::string MetricsWithoutTimes(const std::string& path) {
-    std::istringstream in(testing::read_text(path));
-    std::string line, out;
-    while (std::getline(in, line)) out += std::regex_replace(line, std::regex(",[^,]*,[^,]*$"), "") + "\n";
-    return out;
-  }
-
   TempDir tmp_;
   const std::string data_ = VAE_DDP_DATA_DIR;
 };
@@ -123,11 +101,11 @@ TEST_F(CliTest, ResumeGivesBitIdenticalWeights) {
   const Result r = Train(tmp_ / "split", "--epochs 2 --resume auto");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("resuming from"), std::string::npos);
-  const auto a = Weights(tmp_ / "straight/checkpoints/last.pt");
-  const auto b = Weights(tmp_ / "split/checkpoints/last.pt");
+  const auto a = testing::Weights(tmp_ / "straight/checkpoints/last.pt");
+  const auto b = testing::Weights(tmp_ / "split/checkpoints/last.pt");
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
-  EXPECT_EQ(MetricsWithoutTimes(tmp_ / "straight/metrics.csv"), MetricsWithoutTimes(tmp_ / "split/metrics.csv"));
+  EXPECT_EQ(testing::MetricsWithoutTimes(tmp_ / "straight/metrics.csv"), testing::MetricsWithoutTimes(tmp_ / "split/metrics.csv"));
 }
 
 TEST_F(CliTest, SampleWritesAGrid) {

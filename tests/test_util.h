@@ -1,14 +1,18 @@
 // Helpers shared by the tests: temporary directories and small files.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "vae_ddp/checkpoint.h"
 #include "vae_ddp/comm.h"
 #include "vae_ddp/config.h"
 #include "vae_ddp/mnist.h"
@@ -76,6 +80,36 @@ inline Dataset SyntheticData(int64_t n = 300) {
   auto patterns = (torch::rand({3, kImagePixels}, gen) < 0.3).to(torch::kFloat32);  // [3, 784]
   auto labels = torch::arange(n, torch::kInt64).remainder(3);                      // [n]
   return {patterns.index_select(0, labels).contiguous(), labels};
+}
+
+// --- running the binary ---
+
+struct Result {
+  int code = -1;  // exit code, or 128 + signal
+  std::string out, err;
+};
+
+// Runs a shell command, capturing exit code, stdout and stderr (via files in `scratch`).
+inline Result run_command(const std::string& cmd, const std::string& scratch) {
+  const std::string out = scratch + "/cmd.out", err = scratch + "/cmd.err";
+  const int status = std::system((cmd + " >" + out + " 2>" + err).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_text(out), read_text(err)};
+}
+
+// The weights stored in a checkpoint.
+inline std::vector<torch::Tensor> Weights(const std::string& ckpt_path) {
+  Checkpoint ckpt(ckpt_path);
+  VAE model(ckpt.config().hidden_dims, ckpt.config().latent_dim);
+  ckpt.restore_model(model);
+  return model->parameters();
+}
+
+// metrics.csv without the two timing columns.
+inline std::string MetricsWithoutTimes(const std::string& path) {
+  std::istringstream in(read_text(path));
+  std::string line, out;
+  while (std::getline(in, line)) out += std::regex_replace(line, std::regex(",[^,]*,[^,]*$"), "") + "\n";
+  return out;
 }
 
 }  // namespace vae::testing

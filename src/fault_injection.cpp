@@ -1,0 +1,46 @@
+#include "vae_ddp/fault_injection.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "vae_ddp/errors.h"
+
+namespace vae {
+
+namespace {
+
+struct Fault {
+  std::string kind;  // "" = none
+  int rank = -1;
+  int64_t step = -1;
+};
+
+Fault parse_fault() {
+  const char* text = std::getenv("VAE_DDP_TEST_FAULT");
+  if (!text || !*text) return {};
+  std::smatch m;
+  const std::string s = text;
+  if (!std::regex_match(s, m, std::regex(R"((throw|stall):(\d+):(\d+))"))) {
+    throw UsageError(fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall:RANK:STEP", s));
+  }
+  return {m[1], std::stoi(m[2]), std::stoll(m[3])};
+}
+
+}  // namespace
+
+void maybe_inject_fault(int rank, int64_t global_step) {
+  static const Fault fault = parse_fault();
+  if (fault.kind.empty() || fault.rank != rank || fault.step != global_step) return;
+  if (fault.kind == "throw") {
+    throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT) at step {}", global_step));
+  }
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // stall: a peer that stops answering
+}
+
+}  // namespace vae

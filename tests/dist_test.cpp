@@ -1,0 +1,219 @@
+// The data-parallel machinery on real ranks: this binary runs under `mpirun -np N`
+// (N = 1..4, registered by tests/CMakeLists.txt with the label `correctness`). Every
+// rank runs every test; the collectives inside them must line up, so assertions that
+// can fail before a collective use EXPECT, not ASSERT.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "vae_ddp/amp.h"
+#include "vae_ddp/comm.h"
+#include "vae_ddp/data_parallel.h"
+#include "vae_ddp/evaluate.h"
+#include "vae_ddp/runtime.h"
+#include "vae_ddp/trainer.h"
+#include "vae_ddp/world.h"
+
+namespace vae {
+namespace {
+
+const World* g_world = nullptr;
+
+class DistTest : public ::testing::Test {
+ protected:
+  const World& world() const { return *g_world; }
+  int rank() const { return world().rank; }
+  int size() const { return world().size; }
+  static std::unique_ptr<Communicator> Comm(const std::string& backend, torch::Device device = torch::kCPU) {
+    return make_communicator(*g_world, backend, device, std::chrono::seconds(60));
+  }
+  // ||a - b|| / ||b|| of each parameter tensor, the largest over the model.
+  static double MaxRelativeDifference(VAE& a, VAE& b) {
+    double worst = 0;
+    const auto pa = a->parameters(), pb = b->parameters();
+    for (size_t i = 0; i < pa.size(); ++i) {
+      const double rel = ((pa[i] - pb[i]).norm() / pb[i].norm()).item<double>();
+      worst = std::max(worst, rel);
+    }
+    return worst;
+  }
+};
+
+// Value rank r puts at index i; the expected sum over ranks is computed in closed form.
+torch::Tensor RankPattern(int64_t n, int rank, torch::ScalarType dtype) {
+  return (torch::arange(n, torch::kFloat64).remainder(97) + 1000.0 * rank).to(dtype);
+}
+
+TEST_F(DistTest, AllReduceSumsEveryRanksBufferAtOddSizes) {
+  auto comm = Comm("mpi");
+  const int W = size();
+  for (const auto dtype : {torch::kFloat32, torch::kFloat64, torch::kInt64}) {
+    for (const int64_t n : {1, 7, 1023, (1 << 20) + 3}) {
+      auto t = RankPattern(n, rank(), dtype);
+      comm->allreduce_sum(t);
+      // sum_r (i % 97 + 1000 r) = W (i % 97) + 1000 W (W-1) / 2
+      auto expected = (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(dtype);
+      EXPECT_TRUE(torch::equal(t, expected)) << "dtype " << dtype << ", n " << n;
+    }
+  }
+}
+
+TEST_F(DistTest, BroadcastCopiesTheRootsBuffer) {
+  auto comm = Comm("mpi");
+  for (int root = 0; root < size(); ++root) {
+    auto t = RankPattern(1001, rank(), torch::kFloat32);
+    comm->broadcast(t, root);
+    EXPECT_TRUE(torch::equal(t, RankPattern(1001, root, torch::kFloat32))) << "root " << root;
+  }
+}
+
+TEST_F(DistTest, NcclAllReduceOnTheGpu) {
+  if (!cuda_usable()) GTEST_SKIP() << "no GPU here: the NCCL backend is compiled and linked, not run";
+  if (!built_with_nccl()) GTEST_SKIP() << "this build has no NCCL";
+  const torch::Device gpu(torch::kCUDA, static_cast<c10::DeviceIndex>(world().local_rank));
+  auto comm = Comm("nccl", gpu);
+  for (const int64_t n : {1, 7, (1 << 20) + 3}) {
+    auto t = RankPattern(n, rank(), torch::kFloat32).to(gpu);
+    comm->allreduce_sum(t);
+    const int W = size();
+    auto expected = (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(torch::kFloat32);
+    EXPECT_TRUE(torch::equal(t.cpu(), expected)) << "n " << n;
+  }
+}
+
+TEST_F(DistTest, ParametersStartFromRankZeros) {
+  auto comm = Comm("mpi");
+  torch::manual_seed(100 + rank());  // every rank initialises differently
+  VAE model(std::vector<int64_t>{16}, 3);
+  broadcast_parameters(model->parameters(), *comm);
+  const auto [lo, hi] = allreduce_min_max(world(), parameter_checksum(model->parameters()));
+  EXPECT_EQ(lo, hi);
+  torch::manual_seed(100);
+  VAE rank0(std::vector<int64_t>{16}, 3);
+  EXPECT_EQ(MaxRelativeDifference(model, rank0), 0.0);
+}
+
+TEST_F(DistTest, DivergedReplicasStopEveryRank) {
+  if (size() == 1) GTEST_SKIP() << "needs two ranks";
+  torch::manual_seed(1);
+  VAE model(std::vector<int64_t>{16}, 3);
+  EXPECT_NO_THROW(check_replicas_agree(world(), model->parameters(), "in test"));
+  if (rank() == size() - 1) {
+    torch::NoGradGuard no_grad;
+    model->parameters()[0].view({-1})[5] += 1e-3;
+  }
+  EXPECT_THROW(check_replicas_agree(world(), model->parameters(), "in test"), CollectiveFailure);
+}
+
+// fp16's overflow handling: one rank's inf skips the step on every rank and halves the
+// scale everywhere (on CPU tensors; the logic is the same on the GPU).
+TEST_F(DistTest, InfOnOneRankSkipsTheStepOnEveryRank) {
+  auto comm = Comm("mpi");
+  torch::manual_seed(1);
+  VAE model(std::vector<int64_t>{8}, 2);
+  GradBuffer buffer(model->parameters());
+  LossScaler scaler(/*enabled=*/true, torch::kCPU);
+  buffer.grads().fill_(1.0);
+  if (rank() == size() - 1) buffer.grads()[17] = std::numeric_limits<float>::infinity();
+  buffer.slot(GradBuffer::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
+  comm->allreduce_sum(buffer.flat());
+  auto g = buffer.grads();
+  EXPECT_TRUE(scaler.unscale_and_update(g, buffer.slot(GradBuffer::kFoundInf)));
+  EXPECT_EQ(scaler.state().scale, 32768.0);
+  // And a clean step afterwards goes through everywhere.
+  buffer.zero();
+  buffer.grads().fill_(1.0);
+  buffer.slot(GradBuffer::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
+  comm->allreduce_sum(buffer.flat());
+  g = buffer.grads();
+  EXPECT_FALSE(scaler.unscale_and_update(g, buffer.slot(GradBuffer::kFoundInf)));
+  EXPECT_FLOAT_EQ(g[0].item<float>(), size() / 32768.0f);
+}
+
+class ShardedTrainingTest : public DistTest {
+ protected:
+  static void SetUpTestSuite() {
+    // 1003 images in global batches of 100: W = 3 does not divide B, and the last batch
+    // of 3 images leaves rank 3 of 4 without any.
+    train_ = load_mnist(VAE_DDP_DATA_DIR, Split::kTrain, /*verify_md5=*/false, /*limit=*/1003);
+    test_ = load_mnist(VAE_DDP_DATA_DIR, Split::kTest, false, 1500);
+  }
+  Config Small(const std::string& out_dir) const {
+    Config c;
+    c.hidden_dims = {64};
+    c.latent_dim = 8;
+    c.batch_size = 100;
+    c.out_dir = out_dir;
+    c.kl_schedule = "linear";  // beta changes every step: rank 0's value must reach everyone
+    c.kl_warmup_epochs = 1;
+    c.threads = 1;
+    return c;
+  }
+  static Dataset train_, test_;
+  testing::TempDir dir_;
+};
+Dataset ShardedTrainingTest::train_;
+Dataset ShardedTrainingTest::test_;
+
+// The heart of world-size invariance: the same epoch on W ranks and on one process
+// (computed right here, on each rank) ends with the same weights and losses.
+TEST_F(ShardedTrainingTest, EpochMatchesOneProcess) {
+  configure_threads(1, 1);
+  auto comm = Comm("mpi");
+  Trainer sharded(Small(dir_.path()), train_, test_, torch::kCPU, *comm);
+  Trainer alone(Small(dir_.path()), train_, test_, torch::kCPU, testing::LocalComm());
+  for (int64_t epoch = 1; epoch <= 2; ++epoch) {  // the second epoch starts from sharded state
+    const EpochStats a = sharded.train_epoch(epoch), b = alone.train_epoch(epoch);
+    EXPECT_EQ(a.images, 1003);
+    EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-5) << "epoch " << epoch;
+    EXPECT_NEAR(a.kld / b.kld, 1.0, 1e-5) << "epoch " << epoch;
+    EXPECT_EQ(a.beta, b.beta);
+  }
+  const double diff = MaxRelativeDifference(sharded.model(), alone.model());
+  EXPECT_LT(diff, 1e-5);
+  if (rank() == 0) std::printf("world %d vs one process after 2 epochs: max relative parameter difference %.3g\n", size(), diff);
+  EXPECT_EQ(sharded.progress().global_step, alone.progress().global_step);
+}
+
+// Only rank 0's KL schedule counts: other ranks are given a different one and still
+// train exactly as one process with rank 0's.
+TEST_F(ShardedTrainingTest, BetaIsRankZeros) {
+  auto comm = Comm("mpi");
+  Config mine = Small(dir_.path());
+  if (rank() != 0) mine.kl_warmup_epochs = 7;
+  Trainer sharded(mine, train_, test_, torch::kCPU, *comm);
+  Trainer alone(Small(dir_.path()), train_, test_, torch::kCPU, testing::LocalComm());
+  sharded.train_epoch(1);
+  alone.train_epoch(1);
+  EXPECT_LT(MaxRelativeDifference(sharded.model(), alone.model()), 1e-5);
+}
+
+TEST_F(ShardedTrainingTest, ShardedEvalMatchesOneProcess) {
+  auto comm = Comm("mpi");
+  Trainer t(Small(dir_.path()), train_, test_, torch::kCPU, *comm);
+  t.train_epoch(1);
+  const EvalResult a = evaluate(t.model(), test_, /*seed=*/3, torch::kCPU, *comm);
+  const EvalResult b = evaluate(t.model(), test_, 3, torch::kCPU, testing::LocalComm());
+  EXPECT_EQ(a.images, 1500);
+  // Same per-image values, summed in float64 in another grouping: float32 rounding of the
+  // model's outputs for differently shaped batches is all that may differ.
+  EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-7);
+  EXPECT_NEAR(a.kld / b.kld, 1.0, 1e-7);
+}
+
+}  // namespace
+}  // namespace vae
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  vae::WorldSession session;
+  vae::g_world = &session.world();
+  if (session.world().rank != 0) {
+    // Other ranks report only failures, so the log reads as one run.
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  const int failed = RUN_ALL_TESTS();
+  // Every rank's verdict decides the exit code, whichever rank failed.
+  const auto [lo, hi] = vae::allreduce_min_max(session.world(), failed);
+  return hi != 0 ? 1 : 0;
+}
