@@ -8,6 +8,7 @@
 #include "test_util.h"
 #include "vae_ddp/checkpoint.h"
 #include "vae_ddp/model.h"
+#include "vae_ddp/runtime.h"
 
 namespace vae {
 namespace {
@@ -133,6 +134,15 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
   ExpectUsageError("--precision fp8", "--precision");
   ExpectUsageError("frobnicate", "unknown command 'frobnicate'");
   ExpectUsageError("eval", "--checkpoint PATH is required");
+  ExpectUsageError("--backend gloo", "--backend");
+  ExpectUsageError("--comm-timeout 0", "--comm-timeout must be positive");
+}
+
+TEST_F(CliTest, FlagsThatNeedAGpuAreUsageErrorsOnCpu) {
+  if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: fp16 and NCCL are allowed here";
+  ExpectUsageError("--precision fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  ExpectUsageError("--device cpu --backend nccl", "--backend nccl: NCCL reduces CUDA tensors");
+  ExpectUsageError("--device cuda", "--device cuda: no usable GPU");
 }
 
 TEST_F(CliTest, BadConfigFilesAreUsageErrors) {

@@ -2,12 +2,15 @@
 // the replica checksum, loss scaling and autocast.
 #include "vae_ddp/data_parallel.h"
 
+#include <regex>
 #include <set>
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
 #include "vae_ddp/amp.h"
+#include "vae_ddp/comm.h"
+#include "vae_ddp/errors.h"
 #include "vae_ddp/loss.h"
 #include "vae_ddp/trainer.h"
 
@@ -195,6 +198,20 @@ TEST(AutocastTest, Bf16EpochLossWithinTwoPercentOfFp32) {
   }
   EXPECT_NEAR(loss[1] / loss[0], 1.0, 0.02) << "fp32 " << loss[0] << ", bf16 " << loss[1];
   EXPECT_NE(loss[1], loss[0]) << "bf16 run identical to fp32: autocast did not engage";
+}
+
+// The NCCL backend is compiled and linked wherever the CUDA toolkit is (CI included);
+// calling into the library proves the link without needing a GPU.
+TEST(CommTest, NcclBackendIsLinked) {
+  if (!built_with_nccl()) GTEST_SKIP() << "built without NCCL (no CUDA toolkit found at configure time)";
+  EXPECT_TRUE(std::regex_match(nccl_version(), std::regex(R"(2\.\d+\.\d+)"))) << nccl_version();
+}
+
+TEST(CommTest, BackendMustFitTheDevice) {
+  const World one;
+  EXPECT_EQ(make_communicator(one, "auto", torch::kCPU, std::chrono::seconds(1))->name(), "local");
+  EXPECT_EQ(make_communicator(one, "mpi", torch::kCPU, std::chrono::seconds(1))->name(), "local");
+  EXPECT_THROW(make_communicator(one, "nccl", torch::kCPU, std::chrono::seconds(1)), UsageError);
 }
 
 }  // namespace
