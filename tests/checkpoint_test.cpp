@@ -55,6 +55,16 @@ class CheckpointTest : public ::testing::Test {
   Dataset data_;
 };
 
+TEST_F(CheckpointTest, LossScalerStateIsSaved) {
+  auto t = MakeTrainer();
+  TrainProgress progress = t->progress();
+  progress.scaler = ScalerState{1024.0, 1234};
+  save_checkpoint(dir_ / "s.pt", t->model(), t->optimizer(), progress, config_);
+  const Checkpoint ckpt(dir_ / "s.pt");
+  EXPECT_EQ(ckpt.progress().scaler.scale, 1024.0);
+  EXPECT_EQ(ckpt.progress().scaler.growth_tracker, 1234);
+}
+
 TEST_F(CheckpointTest, RoundTripRestoresWeightsProgressAndConfig) {
   auto a = MakeTrainer();
   a->train_epoch(1);
