@@ -47,6 +47,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
       comm_(comm),
       precision_(parse_precision(config_.precision)),
       scaler_(precision_ == Precision::kFP16, device),
+      profiler_(config_.profile, device),
       schedule_(config_, steps_per_epoch()) {  // uses config_ and train_, initialised above
   torch::manual_seed(derive_seed(config_.seed, Stream::kInit));
   model_ = VAE(config_.hidden_dims, config_.latent_dim);
@@ -89,31 +90,44 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
   const int64_t rows = std::min(config_.batch_size, train_.size() - start);  // the global batch
   grads_->zero();
   if (shard_size(rows, rank, world) > 0) {
-    auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
-    auto x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
-    // The noise of the whole global batch, so each image gets the same eps at any world size.
-    auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
-    auto eps = shard_rows(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32), rank, world);
+    torch::Tensor x, eps;
+    {
+      Profiler::Scope timed(profiler_, Phase::kData);
+      auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
+      x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
+      // The noise of the whole global batch, so each image gets the same eps at any world size.
+      auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
+      eps = shard_rows(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32), rank, world).to(device_);
+    }
     torch::Tensor loss;
     LossTerms terms;
     {
+      Profiler::Scope timed(profiler_, Phase::kForward);
       AutocastGuard autocast(device_, precision_);
-      auto out = model_->forward(x, eps.to(device_));
+      auto out = model_->forward(x, eps);
       terms = loss_terms(out.logits, x, out.mu, out.logvar);
       loss = objective(terms, beta_, rows);  // this rank's images' sum / global batch
     }
-    scaler_.scale(loss).backward();
+    {
+      Profiler::Scope timed(profiler_, Phase::kBackward);
+      scaler_.scale(loss).backward();
+    }
+    Profiler::Scope timed(profiler_, Phase::kData);
     torch::NoGradGuard no_grad;
     acc[kObjective] += loss.detach().to(torch::kFloat64) * static_cast<double>(rows);
     acc[kBce] += terms.bce.detach().to(torch::kFloat64).sum();
     acc[kKld] += terms.kld.detach().to(torch::kFloat64).sum();
     acc[kImages] += static_cast<double>(x.size(0));
   }
-  // Per-step control values travel in the gradient all-reduce (see GradBuffer::Slot).
-  if (scaler_.enabled()) grads_->slot(GradBuffer::kFoundInf).copy_(scaler_.non_finite(grads_->grads()));
-  if (is_root()) grads_->slot(GradBuffer::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
-  comm_.allreduce_sum(grads_->flat());
-  beta_ = grads_->slot(GradBuffer::kNextBeta).clone();
+  {
+    Profiler::Scope timed(profiler_, Phase::kAllReduce);
+    // Per-step control values travel in the gradient all-reduce (see GradBuffer::Slot).
+    if (scaler_.enabled()) grads_->slot(GradBuffer::kFoundInf).copy_(scaler_.non_finite(grads_->grads()));
+    if (is_root()) grads_->slot(GradBuffer::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
+    comm_.allreduce_sum(grads_->flat());
+    beta_ = grads_->slot(GradBuffer::kNextBeta).clone();
+  }
+  Profiler::Scope timed(profiler_, Phase::kOptimizer);
   auto g = grads_->grads();
   const bool skip = scaler_.unscale_and_update(g, grads_->slot(GradBuffer::kFoundInf));
   if (!skip) optimizer_->step();
@@ -145,10 +159,12 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
     if (!train_step(perm, epoch, step, interval)) ++s.skipped_steps;
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
       total += interval;
+  if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps));
       log_interval(epoch, std::min((step + 1) * config_.batch_size, train_.size()), interval);
     }
   }
   total += interval;
+  if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps));
   progress_.epoch = epoch;
   progress_.scaler = scaler_.state();
   comm_.allreduce_sum(total);

@@ -44,6 +44,7 @@ struct Config {
   std::string precision = "fp32";         // fp32 | bf16 | fp16 (CUDA only): autocast; weights stay fp32
   std::string backend = "auto";           // auto | nccl | mpi: gradient all-reduce
   int64_t comm_timeout = 600;             // seconds a collective may take before the job is ended
+  bool profile = false;                   // print where each epoch's step time goes
 };
 
 // One entry per Config field, in declaration order. `name` is the flag spelling

@@ -16,6 +16,7 @@
 #include "vae_ddp/kl_schedule.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
+#include "vae_ddp/profiler.h"
 
 namespace vae {
 
@@ -72,6 +73,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Adam> optimizer_;
   std::unique_ptr<GradBuffer> grads_;
   LossScaler scaler_;
+  Profiler profiler_;
   KLSchedule schedule_;
   TrainProgress progress_;
   torch::Tensor beta_;      // [1] on the device: the current step's beta, rank 0's value

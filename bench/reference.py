@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""PyTorch reference implementations of vae_ddp's model, loss and optimizer, for benchmarks
+and the parity test. Run with Debian's python3-torch (the same libtorch build as vae_ddp).
+
+  reference.py train  --style seed|tuned [--epochs N] [--threads T] [--precision fp32|bf16] ...
+      One JSON line per epoch on stdout: {"epoch", "seconds" (training only), "train_loss"},
+      then {"test_loss"} after the last epoch (negative ELBO, one z per test image).
+      seed:  the seeds' recipe: torchvision datasets.MNIST + DataLoader(shuffle=True) +
+             ToTensor, separate mu/logvar layers, F.binary_cross_entropy(sigmoid(.), sum),
+             loss.item() every step.
+      tuned: a tuned eager loop: the whole split as one tensor, randperm batches, logits +
+             binary_cross_entropy_with_logits, one fused mu/logvar layer, losses kept on the
+             device, zero_grad(set_to_none=True).
+  reference.py parity TRACE_DIR
+      Replays a trace written by `vae_ddp trace` (initial weights, batch indices, noise,
+      beta) and prints the per-step losses as JSON, with vae_ddp's beside them.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PIXELS = 784
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    _, dtype, ndim = struct.unpack(">HBB", data[:4])
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_split(data_dir, train, limit=0):
+    prefix = "train" if train else "t10k"
+    images = read_idx(os.path.join(data_dir, prefix + "-images-idx3-ubyte"))
+    if limit:
+        images = images[:limit]
+    return torch.from_numpy(images.reshape(-1, PIXELS).astype(np.float32) / 255.0)
+
+
+# --- models -------------------------------------------------------------------------------
+
+class SeedVAE(torch.nn.Module):
+    """pytorch/examples' VAE: fc1, fc21/fc22, fc3, fc4, sigmoid output."""
+
+    def __init__(self, hidden=400, latent=20):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(PIXELS, hidden)
+        self.fc21 = torch.nn.Linear(hidden, latent)
+        self.fc22 = torch.nn.Linear(hidden, latent)
+        self.fc3 = torch.nn.Linear(latent, hidden)
+        self.fc4 = torch.nn.Linear(hidden, PIXELS)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+class TunedVAE(torch.nn.Module):
+    """vae_ddp's layout: encoder.0, fused head (mu | logvar), decoder.0, decoder.2; logits out."""
+
+    def __init__(self, hidden=400, latent=20):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(PIXELS, hidden), torch.nn.ReLU())
+        self.head = torch.nn.Linear(hidden, 2 * latent)
+        self.decoder = torch.nn.Sequential(torch.nn.Linear(latent, hidden), torch.nn.ReLU(),
+                                           torch.nn.Linear(hidden, PIXELS))
+
+    def forward(self, x, eps):
+        mu, logvar = self.head(self.encoder(x)).chunk(2, dim=1)
+        return self.decoder(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+
+
+def kld_rows(mu, logvar):
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+
+def tuned_loss(model, x, eps, beta, global_batch):
+    logits, mu, logvar = model(x, eps)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").sum(1)
+    return (bce + beta * kld_rows(mu.float(), logvar.float())).sum() / global_batch
+
+
+def test_loss(model, test, seed, tuned):
+    """Negative ELBO per test image, one z per image, batches of 1000."""
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, test.shape[0], 1000):
+            x = test[start:start + 1000]
+            if tuned:
+                eps = torch.randn(x.shape[0], model.head.out_features // 2, generator=gen)
+                total += tuned_loss(model, x, eps, 1.0, 1).item()
+            else:
+                torch.manual_seed(seed + start)
+                recon, mu, logvar = model(x)
+                total += (F.binary_cross_entropy(recon, x, reduction="sum") + kld_rows(mu, logvar).sum()).item()
+    return total / test.shape[0]
+
+
+# --- training -----------------------------------------------------------------------------
+
+def autocast(precision):
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_seed(args, test):
+    from torchvision import datasets, transforms  # the seeds' data pipeline
+
+    with tempfile.TemporaryDirectory() as root:
+        raw = os.path.join(root, "MNIST", "raw")
+        os.makedirs(raw)
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            os.symlink(os.path.abspath(os.path.join(args.data_dir, name)), os.path.join(raw, name))
+        dataset = datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
+        if args.train_limit:
+            dataset = torch.utils.data.Subset(dataset, range(args.train_limit))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+        model = SeedVAE(args.hidden, args.latent)
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        for epoch in range(1, args.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            total = 0.0
+            for x, _ in loader:
+                x = x.view(-1, PIXELS)
+                opt.zero_grad()
+                with autocast(args.precision):
+                    recon, mu, logvar = model(x)
+                loss = F.binary_cross_entropy(recon.float(), x, reduction="sum") + \
+                    kld_rows(mu.float(), logvar.float()).sum()
+                loss.backward()
+                total += loss.item()
+                opt.step()
+            emit(epoch, time.perf_counter() - t0, total / len(dataset))
+        return test_loss(model, test, args.seed, tuned=False)
+
+
+def train_tuned(args, test):
+    train = load_split(args.data_dir, True, args.train_limit)
+    n = train.shape[0]
+    model = TunedVAE(args.hidden, args.latent)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=args.foreach)
+    gen = torch.Generator().manual_seed(args.seed)
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, n, args.batch_size):
+            x = train.index_select(0, perm[start:start + args.batch_size])
+            eps = torch.randn(x.shape[0], args.latent, generator=gen)
+            with autocast(args.precision):
+                loss = tuned_loss(model, x, eps, 1.0, x.shape[0])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * x.shape[0]
+        emit(epoch, time.perf_counter() - t0, total.item() / n)
+    return test_loss(model, test, args.seed, tuned=True)
+
+
+def emit(epoch, seconds, train_loss):
+    print(json.dumps({"epoch": epoch, "seconds": seconds, "train_loss": train_loss}), flush=True)
+
+
+# --- parity -------------------------------------------------------------------------------
+
+def parity(trace_dir):
+    """Replays vae_ddp's first steps: same weights, batches, noise and beta."""
+    meta = json.load(open(os.path.join(trace_dir, "trace.json")))
+    cfg = meta["config"]
+    train = load_split(meta["data_dir"], True)
+    model = TunedVAE(cfg["hidden"], cfg["latent"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(np.load(os.path.join(trace_dir, "init." + name + ".npy"))))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    out = []
+    for k, step in enumerate(meta["steps"]):
+        idx = torch.from_numpy(np.load(os.path.join(trace_dir, "step%03d.idx.npy" % k)))
+        eps = torch.from_numpy(np.load(os.path.join(trace_dir, "step%03d.eps.npy" % k)))
+        x = train.index_select(0, idx)
+        loss = tuned_loss(model, x, eps, step["beta"], x.shape[0])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        out.append({"step": k, "python": loss.item(), "vae_ddp": step["loss"]})
+    print(json.dumps(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--style", choices=["seed", "tuned"], required=True)
+    t.add_argument("--data-dir", default="data/mnist")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--hidden", type=int, default=400)
+    t.add_argument("--latent", type=int, default=20)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--train-limit", type=int, default=0)
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--foreach", action="store_true", help="tuned: multi-tensor Adam")
+    p = sub.add_parser("parity")
+    p.add_argument("trace_dir")
+    args = ap.parse_args()
+    if args.command == "parity":
+        parity(args.trace_dir)
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    test = load_split(args.data_dir, False)
+    loss = (train_seed if args.style == "seed" else train_tuned)(args, test)
+    print(json.dumps({"test_loss": loss}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
