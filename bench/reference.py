@@ -68,15 +68,23 @@ class SeedVAE(torch.nn.Module):
         return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
 
+def mlp(widths):
+    layers = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers)
+
+
 class TunedVAE(torch.nn.Module):
     """vae_ddp's layout: encoder.0, fused head (mu | logvar), decoder.0, decoder.2; logits out."""
 
-    def __init__(self, hidden=400, latent=20):
+    def __init__(self, hidden=(400,), latent=20):
         super().__init__()
-        self.encoder = torch.nn.Sequential(torch.nn.Linear(PIXELS, hidden), torch.nn.ReLU())
-        self.head = torch.nn.Linear(hidden, 2 * latent)
-        self.decoder = torch.nn.Sequential(torch.nn.Linear(latent, hidden), torch.nn.ReLU(),
-                                           torch.nn.Linear(hidden, PIXELS))
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        self.encoder = mlp([PIXELS] + hidden)
+        self.head = torch.nn.Linear(hidden[-1], 2 * latent)
+        self.decoder = mlp([latent] + hidden[::-1])
+        self.decoder.append(torch.nn.Linear(hidden[0], PIXELS))
 
     def forward(self, x, eps):
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=1)
@@ -180,8 +188,9 @@ def emit(epoch, seconds, train_loss):
 
 # --- parity -------------------------------------------------------------------------------
 
-def parity(trace_dir):
-    """Replays vae_ddp's first steps: same weights, batches, noise and beta."""
+def parity(trace_dir, tolerance):
+    """Replays vae_ddp's first steps: same weights, batches, noise and beta. Prints each
+    step's two losses as JSON; exits 1 when one differs by more than `tolerance` relative."""
     meta = json.load(open(os.path.join(trace_dir, "trace.json")))
     cfg = meta["config"]
     train = load_split(meta["data_dir"], True)
@@ -199,8 +208,12 @@ def parity(trace_dir):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        out.append({"step": k, "python": loss.item(), "vae_ddp": step["loss"]})
-    print(json.dumps(out))
+        out.append({"step": k, "python": loss.item(), "vae_ddp": step["loss"],
+                    "relative_difference": abs(loss.item() - step["loss"]) / abs(loss.item())})
+    print(json.dumps(out, indent=1))
+    worst = max(s["relative_difference"] for s in out)
+    print("parity: %d steps, largest relative difference %.3g (tolerance %g)" % (len(out), worst, tolerance))
+    sys.exit(0 if worst <= tolerance else 1)
 
 
 def main():
@@ -221,9 +234,11 @@ def main():
     t.add_argument("--foreach", action="store_true", help="tuned: multi-tensor Adam")
     p = sub.add_parser("parity")
     p.add_argument("trace_dir")
+    p.add_argument("--tolerance", type=float, default=1e-4)
     args = ap.parse_args()
     if args.command == "parity":
-        parity(args.trace_dir)
+        torch.set_num_threads(1)
+        parity(args.trace_dir, args.tolerance)
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

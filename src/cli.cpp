@@ -25,7 +25,8 @@ constexpr const char* kUsage =
     "vae_ddp [train] [--config FILE] [options]\n"
     "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
     "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--json]\n"
-    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n";
+    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n"
+    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n";
 
 // Every option is taken as text and parsed by our own parsers, so each bad value is
 // reported with the flag's name.
@@ -152,6 +153,23 @@ int run_in_world(const std::function<int(const World&)>& body) {
   }
 }
 
+// Removes "--name VALUE" or "--name=VALUE" from `args` and returns VALUE.
+std::optional<std::string> take_flag(std::vector<std::string>& args, const std::string& name) {
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == name && i + 1 < args.size()) {
+      std::string value = args[i + 1];
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+      return value;
+    }
+    if (args[i].rfind(name + "=", 0) == 0) {
+      std::string value = args[i].substr(name.size() + 1);
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i));
+      return value;
+    }
+  }
+  return std::nullopt;
+}
+
 int dispatch(const std::string& command, int argc, char** argv) {
   if (command == "train") {
     auto c = parse_train(argc, argv);
@@ -163,11 +181,22 @@ int dispatch(const std::string& command, int argc, char** argv) {
     if (!o) return kExitOk;
     return run_in_world([&](const World& w) { return eval_command(*o, w); });
   }
+  if (command == "trace") {
+    std::vector<std::string> rest(argv, argv + argc);
+    const std::string out = take_flag(rest, "--out").value_or("");
+    const int64_t steps = parse_int(take_flag(rest, "--steps").value_or("20"), "--steps");
+    if (out.empty()) throw UsageError("trace: --out DIR is required");
+    if (steps <= 0) throw UsageError(fmt::format("--steps must be positive, got {}", steps));
+    std::vector<char*> args;
+    for (auto& a : rest) args.push_back(a.data());
+    auto c = parse_train(static_cast<int>(args.size()), args.data());
+    return c ? trace_command(*c, steps, out) : kExitOk;
+  }
   if (command == "sample") {
     auto o = parse_sample(argc, argv);
     return o ? sample_command(*o) : kExitOk;
   }
-  throw UsageError(fmt::format("unknown command '{}'; expected train, eval or sample (see vae_ddp --help)", command));
+  throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample or trace (see vae_ddp --help)", command));
 }
 
 // An error found before MPI started (bad flags) hits every rank alike, so the launcher's

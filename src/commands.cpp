@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/version.h>
 
@@ -13,6 +14,7 @@
 #include "vae_ddp/evaluate.h"
 #include "vae_ddp/images.h"
 #include "vae_ddp/mnist.h"
+#include "vae_ddp/npy.h"
 #include "vae_ddp/rng.h"
 #include "vae_ddp/runtime.h"
 #include "vae_ddp/trainer.h"
@@ -182,6 +184,38 @@ int sample_command(const SampleOptions& o) {
   const auto cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
   write_grid_png(o.out, images, cols);
   fmt::print("wrote {} ({} samples)\n", o.out, o.n);
+  return kExitOk;
+}
+
+}  // namespace vae
+
+namespace vae {
+
+int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
+  const torch::Device device = resolve_device(c.device);
+  configure_threads(c.threads, /*local_ranks=*/1);
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw UsageError(fmt::format("--out {}: cannot create it: {}", out_dir, ec.message()));
+  Dataset train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
+  Dataset test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);
+  auto comm = make_local_communicator(World{});
+  Trainer trainer(c, std::move(train), std::move(test), device, *comm);
+  for (const auto& p : trainer.model()->named_parameters()) {
+    write_npy(fmt::format("{}/init.{}.npy", out_dir, p.key()), p.value());
+  }
+  const auto records = trainer.trace(steps);
+  std::string json = fmt::format("{{\"data_dir\": \"{}\", \"config\": {{\"hidden\": [{}], \"latent\": {}, \"lr\": {}}}, "
+                                 "\"steps\": [",
+                                 std::filesystem::absolute(c.data_dir).string(), fmt::join(c.hidden_dims, ", "),
+                                 c.latent_dim, c.lr);
+  for (size_t k = 0; k < records.size(); ++k) {
+    write_npy(fmt::format("{}/step{:03d}.idx.npy", out_dir, k), records[k].indices);
+    write_npy(fmt::format("{}/step{:03d}.eps.npy", out_dir, k), records[k].eps);
+    json += fmt::format("{}{{\"beta\": {:.17g}, \"loss\": {:.17g}}}", k ? ", " : "", records[k].beta, records[k].loss);
+  }
+  write_file_atomic(out_dir + "/trace.json", json + "]}\n");
+  fmt::print("wrote {} steps to {}\n", records.size(), out_dir);
   return kExitOk;
 }
 

@@ -84,7 +84,8 @@ void Trainer::broadcast_beta() {
   comm_.broadcast(beta_, /*root=*/0);
 }
 
-bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc) {
+bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc,
+                         StepRecord* record) {
   const int rank = comm_.world().rank, world = comm_.world().size;
   const int64_t start = step * config_.batch_size;
   const int64_t rows = std::min(config_.batch_size, train_.size() - start);  // the global batch
@@ -98,6 +99,10 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
       // The noise of the whole global batch, so each image gets the same eps at any world size.
       auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
       eps = shard_rows(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32), rank, world).to(device_);
+      if (record) {
+        record->indices = idx.clone();
+        record->eps = eps.clone();
+      }
     }
     torch::Tensor loss;
     LossTerms terms;
@@ -111,6 +116,10 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
     {
       Profiler::Scope timed(profiler_, Phase::kBackward);
       scaler_.scale(loss).backward();
+    }
+    if (record) {
+      record->beta = beta_.item<double>();
+      record->loss = loss.item<double>();
     }
     Profiler::Scope timed(profiler_, Phase::kData);
     torch::NoGradGuard no_grad;
@@ -177,6 +186,16 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   s.beta = schedule_.at(progress_.global_step - 1);
   s.seconds = seconds_since(t0);
   return s;
+}
+
+std::vector<StepRecord> Trainer::trace(int64_t steps) {
+  model_->train();
+  const auto perm = epoch_permutation(train_.size(), config_.seed, /*epoch=*/1).to(device_);
+  if (!beta_.defined()) broadcast_beta();
+  auto sums = new_sums(device_);
+  std::vector<StepRecord> records(static_cast<size_t>(std::min(steps, steps_per_epoch())));
+  for (size_t k = 0; k < records.size(); ++k) train_step(perm, 1, static_cast<int64_t>(k), sums, &records[k]);
+  return records;
 }
 
 void Trainer::write_images(int64_t epoch) {

@@ -34,4 +34,10 @@ struct SampleOptions {
 };
 int sample_command(const SampleOptions& options);
 
+// `vae_ddp trace --out DIR [--steps 20] [train options]`: one process runs the first
+// `steps` steps of epoch 1 and writes, as NumPy files, the initial weights and each step's
+// batch indices and noise, with trace.json holding each step's beta and loss. The PyTorch
+// reference (bench/reference.py parity DIR) replays them for the parity test.
+int trace_command(const Config& config, int64_t steps, const std::string& out_dir);
+
 }  // namespace vae

@@ -28,6 +28,14 @@ struct EpochStats {
   double seconds = 0;
 };
 
+// What one step consumed and produced, for the parity test against PyTorch.
+struct StepRecord {
+  torch::Tensor indices;  // [rows] int64: training-set rows of the batch
+  torch::Tensor eps;      // [rows, latent]: the reparameterisation noise
+  double beta = 0;
+  double loss = 0;        // the objective: (bce + beta * kld) summed / rows
+};
+
 class Trainer {
  public:
   // `config` must be valid. Builds the model (initialised from the seed; then rank 0's
@@ -46,6 +54,9 @@ class Trainer {
   // One pass over the training set for `epoch` (1-based); updates the weights. Collective.
   EpochStats train_epoch(int64_t epoch);
 
+  // Runs the first `steps` steps of epoch 1 from a fresh trainer and records each one.
+  std::vector<StepRecord> trace(int64_t steps);
+
   VAE& model() { return model_; }
   torch::optim::Adam& optimizer() { return *optimizer_; }
   const TrainProgress& progress() const { return progress_; }
@@ -57,7 +68,8 @@ class Trainer {
   bool is_root() const { return comm_.world().rank == 0; }
   // One optimizer step on global batch `step` of `perm`; adds this rank's sums to `acc`.
   // Returns false when fp16 scaling skipped it.
-  bool train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc);
+  bool train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc,
+                  StepRecord* record = nullptr);
   // Rank 0's beta for the current global step, on every rank.
   void broadcast_beta();
   void log_interval(int64_t epoch, int64_t done, torch::Tensor& interval);
