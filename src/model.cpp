@@ -43,6 +43,18 @@ VAEOutput VAEImpl::forward(const torch::Tensor& x, const torch::Tensor& eps) {
   return {logits, mu, logvar};
 }
 
+VAEImpl::Layers VAEImpl::layers() const {
+  Layers out;
+  out.head = head_;
+  for (const auto& m : encoder_->children()) {
+    if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) out.encoder.emplace_back(lin);
+  }
+  for (const auto& m : decoder_->children()) {
+    if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) out.decoder.emplace_back(lin);
+  }
+  return out;
+}
+
 torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logvar, const torch::Tensor& eps) {
   return mu + torch::exp(0.5 * logvar) * eps;
 }

@@ -54,6 +54,9 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   model_->to(device_);
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(config_.lr));
   grads_ = std::make_unique<GradBuffer>(model_->parameters());
+  if (config_.cpu_fast_path && device_.is_cpu() && precision_ == Precision::kFP32) {
+    cpu_step_ = std::make_unique<CpuStep>(model_);
+  }
   broadcast_parameters(model_->parameters(), comm_);
   auto gen = make_generator(config_.seed, Stream::kSample);
   sample_z_ = torch::randn({kSampleCount, config_.latent_dim}, gen, torch::kFloat32).to(device_);
@@ -106,14 +109,17 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
     }
     torch::Tensor loss;
     LossTerms terms;
-    {
-      Profiler::Scope timed(profiler_, Phase::kForward);
-      AutocastGuard autocast(device_, precision_);
-      auto out = model_->forward(x, eps);
-      terms = loss_terms(out.logits, x, out.mu, out.logvar);
-      loss = objective(terms, beta_, rows);  // this rank's images' sum / global batch
-    }
-    {
+    if (cpu_step_) {
+      terms = cpu_step_->run(x, eps, beta_.item<double>(), rows, &profiler_);
+      loss = objective(terms, beta_, rows);
+    } else {
+      {
+        Profiler::Scope timed(profiler_, Phase::kForward);
+        AutocastGuard autocast(device_, precision_);
+        auto out = model_->forward(x, eps);
+        terms = loss_terms(out.logits, x, out.mu, out.logvar);
+        loss = objective(terms, beta_, rows);  // this rank's images' sum / global batch
+      }
       Profiler::Scope timed(profiler_, Phase::kBackward);
       scaler_.scale(loss).backward();
     }

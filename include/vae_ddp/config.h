@@ -45,6 +45,7 @@ struct Config {
   std::string backend = "auto";           // auto | nccl | mpi: gradient all-reduce
   int64_t comm_timeout = 600;             // seconds a collective may take before the job is ended
   bool profile = false;                   // print where each epoch's step time goes
+  bool cpu_fast_path = true;              // CPU fp32: hand-written step on oneDNN (false: autograd)
 };
 
 // One entry per Config field, in declaration order. `name` is the flag spelling

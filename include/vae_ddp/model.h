@@ -32,6 +32,16 @@ class VAEImpl : public torch::nn::Module {
 
   int64_t latent_dim() const { return latent_dim_; }
 
+  // The Linear layers in order, for code that runs the network by hand (the CPU fast
+  // path): encoder layers (each followed by ReLU), the head, then decoder layers (ReLU
+  // after all but the last).
+  struct Layers {
+    std::vector<torch::nn::Linear> encoder;
+    torch::nn::Linear head{nullptr};
+    std::vector<torch::nn::Linear> decoder;
+  };
+  Layers layers() const;
+
  private:
   int64_t latent_dim_;
   torch::nn::Sequential encoder_{nullptr};

@@ -12,6 +12,7 @@
 #include "vae_ddp/checkpoint.h"
 #include "vae_ddp/comm.h"
 #include "vae_ddp/config.h"
+#include "vae_ddp/cpu_step.h"
 #include "vae_ddp/data_parallel.h"
 #include "vae_ddp/kl_schedule.h"
 #include "vae_ddp/mnist.h"
@@ -84,6 +85,7 @@ class Trainer {
   VAE model_{nullptr};
   std::unique_ptr<torch::optim::Adam> optimizer_;
   std::unique_ptr<GradBuffer> grads_;
+  std::unique_ptr<CpuStep> cpu_step_;  // the CPU fp32 fast path, when enabled
   LossScaler scaler_;
   Profiler profiler_;
   KLSchedule schedule_;
