@@ -97,7 +97,19 @@ void Checkpoint::restore_model(VAE& model) const {
   try {
     torch::serialize::InputArchive model_ar;
     archive_->read("model", model_ar);
-    model->load(model_ar);
+    // Load into a twin and copy the values over: loading rebinds each tensor's storage,
+    // and the model's parameters must stay where they are (views into flat buffers).
+    VAE loaded(config_.hidden_dims, config_.latent_dim);
+    loaded->load(model_ar);
+    const auto src = loaded->parameters();
+    auto dst = model->parameters();
+    TORCH_CHECK(src.size() == dst.size(), "expected ", dst.size(), " parameter tensors, found ", src.size());
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < dst.size(); ++i) {
+      TORCH_CHECK(src[i].sizes() == dst[i].sizes(), "parameter ", i, " has shape ", src[i].sizes(), ", expected ",
+                  dst[i].sizes());
+      dst[i].copy_(src[i]);
+    }
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {

@@ -54,6 +54,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   model_->to(device_);
   optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(config_.lr));
   grads_ = std::make_unique<GradBuffer>(model_->parameters());
+  adam_ = std::make_unique<FlatAdam>(*optimizer_, model_->parameters(), grads_->grads());
   if (config_.cpu_fast_path && device_.is_cpu() && precision_ == Precision::kFP32) {
     cpu_step_ = std::make_unique<CpuStep>(model_);
   }
@@ -70,6 +71,7 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
   check_resumable(ckpt, config_);
   ckpt.restore_model(model_);
   ckpt.restore_optimizer(*optimizer_);
+  adam_->attach();  // loading rebound the parameters' and moments' storage
   ckpt.restore_rng();
   progress_ = ckpt.progress();
   scaler_ = LossScaler(precision_ == Precision::kFP16, device_, progress_.scaler);
@@ -145,7 +147,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
   Profiler::Scope timed(profiler_, Phase::kOptimizer);
   auto g = grads_->grads();
   const bool skip = scaler_.unscale_and_update(g, grads_->slot(GradBuffer::kFoundInf));
-  if (!skip) optimizer_->step();
+  if (!skip) adam_->step();
   ++progress_.global_step;
   return !skip;
 }

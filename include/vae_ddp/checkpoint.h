@@ -40,9 +40,10 @@ class Checkpoint {
   const Config& config() const { return config_; }
   const TrainProgress& progress() const { return progress_; }
 
-  // Copies the weights into `model`. Throws UsageError naming the file when the
-  // model's architecture differs from the checkpoint's.
+  // Copies the weights into `model`'s parameters, in place (their storage is kept).
+  // Throws UsageError naming the file when the model's architecture differs.
   void restore_model(VAE& model) const;
+  // Replaces `opt`'s state (and its tensors' storage: see FlatAdam::attach).
   void restore_optimizer(torch::optim::Adam& opt) const;
   // Restores the default CPU generator to its state at save time.
   void restore_rng() const;

@@ -14,6 +14,7 @@
 #include "vae_ddp/config.h"
 #include "vae_ddp/cpu_step.h"
 #include "vae_ddp/data_parallel.h"
+#include "vae_ddp/flat_adam.h"
 #include "vae_ddp/kl_schedule.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
@@ -83,7 +84,8 @@ class Trainer {
   Communicator& comm_;
   Precision precision_;
   VAE model_{nullptr};
-  std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;  // holds the Adam state as checkpoints see it
+  std::unique_ptr<FlatAdam> adam_;                   // does the updates, fused, on flat buffers
   std::unique_ptr<GradBuffer> grads_;
   std::unique_ptr<CpuStep> cpu_step_;  // the CPU fp32 fast path, when enabled
   LossScaler scaler_;
