@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+"""vae_ddp against the PyTorch references on this machine, side by side.
+
+Runs vae_ddp (at each --ranks count) and the two references of bench/reference.py,
+alternating them (A B C A B C ...) for --reps repetitions, then prints one table:
+seconds per epoch (median, min, max over every epoch but each run's first), images/s, the
+test loss each reached after --epochs epochs, time ratios against each reference, the
+all-reduce time per step, and the compute roofline (model FLOPs per image x images/s
+against the GEMM ceiling measured by bench/gemm_peak for the same shapes and threads).
+Started by ./launch/bench, which builds everything first.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = "/usr/bin/python3"
+
+
+def run(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return out.stdout
+
+
+def run_vae_ddp(args, ranks, tmp):
+    out_dir = os.path.join(tmp, "vae_ddp_%d" % ranks)
+    cmd = [os.path.join(args.build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(args.threads),
+           "--precision", args.precision, "--device", args.device, "--batch-size", str(args.batch_size),
+           "--data-dir", args.data_dir, "--out-dir", out_dir, "--resume", "none", "--log-every", "0",
+           "--sample-every", "0", "--keep-checkpoints", "1", "--profile"]
+    if ranks > 1:
+        cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-q", "-np", str(ranks)] + cmd
+    stdout = run(cmd)
+    with open(os.path.join(out_dir, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    allreduce = [float(m) for m in re.findall(r"all-reduce ([0-9.]+) ms", stdout)]
+    return {"seconds": [float(r["seconds"]) for r in rows], "test_loss": float(rows[-1]["test_loss"]),
+            "allreduce_ms": statistics.median(allreduce) if allreduce else None}
+
+
+def run_reference(args, style):
+    precision = "fp32" if style == "seed" else args.precision  # the seed recipe as its users run it
+    cmd = [PY, os.path.join(ROOT, "bench", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
+           "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
+           "--precision", precision]
+    lines = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
+    return {"seconds": [l["seconds"] for l in lines if "seconds" in l],
+            "test_loss": [l["test_loss"] for l in lines if "test_loss" in l][-1], "allreduce_ms": None}
+
+
+def gemm_peak(args, threads):
+    out = run([os.path.join(args.build_dir, "bench", "gemm_peak"), "--batch-size", str(args.batch_size),
+               "--threads", str(threads)])
+    return json.loads(out)
+
+
+def summarize(runs, images):
+    steady = [s for r in runs for s in (r["seconds"][1:] or r["seconds"])]
+    med = statistics.median(steady)
+    return {"median": med, "min": min(steady), "max": max(steady), "images_per_s": images / med,
+            "test_loss": statistics.mean(r["test_loss"] for r in runs),
+            "allreduce_ms": runs[0]["allreduce_ms"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process, for every program")
+    ap.add_argument("--ranks", default="1", help="vae_ddp rank counts, e.g. 1,2 (each rank gets --threads)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="vae_ddp's and the tuned reference's (the seed recipe stays fp32)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--references", default="tuned,seed", help="which references to run (tuned, seed, or none)")
+    ap.add_argument("--data-dir", default=os.path.join(ROOT, "data", "mnist"))
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    ranks = [int(r) for r in args.ranks.split(",")]
+    refs = [r for r in args.references.split(",") if r in ("tuned", "seed")]
+    images = 60000
+
+    programs = ["vae_ddp x%d" % r for r in ranks] + refs
+    results = {p: [] for p in programs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            for p in programs:
+                print("[bench] rep %d/%d: %s" % (rep + 1, args.reps, p), file=sys.stderr, flush=True)
+                if p.startswith("vae_ddp"):
+                    results[p].append(run_vae_ddp(args, int(p.split("x")[1]), tmp))
+                else:
+                    results[p].append(run_reference(args, p))
+    summary = {p: summarize(r, images) for p, r in results.items()}
+    peak = gemm_peak(args, args.threads)
+
+    print("\n%d epochs, batch %d, %d thread(s) per process, %s, %d repetitions alternated; s/epoch over epochs 2-%d"
+          % (args.epochs, args.batch_size, args.threads, args.precision, args.reps, args.epochs))
+    head = "| program | s/epoch median | min | max | images/s | test loss @%d | " % args.epochs
+    head += " | ".join("time vs %s" % r for r in refs) + (" | " if refs else "") + "all-reduce ms/step | GFLOP/s | % of GEMM peak |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for p in programs:
+        s = summary[p]
+        ratios = ["%.2fx" % (s["median"] / summary[r]["median"]) for r in refs]
+        n = int(p.split("x")[1]) if p.startswith("vae_ddp") else 1
+        gflops = peak["flops_per_image"] * s["images_per_s"] / 1e9
+        name = {"tuned": "PyTorch tuned eager", "seed": "PyTorch seed recipe (fp32)"}.get(p, p.replace("x", "x ") + " rank(s)")
+        print("| %s | %.3f | %.3f | %.3f | %.0f | %.2f | %s%s%s | %.1f | %.0f%% |" % (
+            name, s["median"], s["min"], s["max"], s["images_per_s"], s["test_loss"], " | ".join(ratios),
+            " | " if refs else "", "%.3f" % s["allreduce_ms"] if s["allreduce_ms"] is not None else "-",
+            gflops, 100 * gflops / (peak["gflops_per_s"] * n)))
+    print("\nGEMM ceiling (bench/gemm_peak, oneDNN, batch %d, %d thread(s)): %.1f GFLOP/s per process; "
+          "%.2f MFLOP per image per training step" % (args.batch_size, args.threads, peak["gflops_per_s"],
+                                                       peak["flops_per_image"] / 1e6))
+    if len(ranks) > 1 and 1 in ranks:
+        base = summary["vae_ddp x1"]["images_per_s"]
+        for r in ranks:
+            if r > 1:
+                speedup = summary["vae_ddp x%d" % r]["images_per_s"] / base
+                print("scaling: %d ranks x %d thread(s) vs 1 rank: %.2fx images/s (efficiency %.0f%%)"
+                      % (r, args.threads, speedup, 100 * speedup / r))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "summary": summary, "runs": results, "gemm_peak": peak}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
