@@ -103,7 +103,7 @@ def main():
     print("\n%d epochs, batch %d, %d thread(s) per process, %s, %d repetitions alternated; s/epoch over epochs 2-%d"
           % (args.epochs, args.batch_size, args.threads, args.precision, args.reps, args.epochs))
     head = "| program | s/epoch median | min | max | images/s | test loss @%d | " % args.epochs
-    head += " | ".join("time vs %s" % r for r in refs) + (" | " if refs else "") + "all-reduce ms/step | GFLOP/s | % of GEMM peak |"
+    head += " | ".join("time vs %s" % r for r in refs) + (" | " if refs else "") + "all-reduce ms/step | GFLOP/s | % of fp32 GEMM peak |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for p in programs:

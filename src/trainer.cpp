@@ -79,6 +79,16 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
   beta_ = torch::Tensor();
 }
 
+void Trainer::prepare_noise(int64_t epoch) {
+  std::vector<torch::Tensor> steps;
+  for (int64_t step = 0, start = 0; start < train_.size(); ++step, start += config_.batch_size) {
+    const int64_t rows = std::min(config_.batch_size, train_.size() - start);
+    auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
+    steps.push_back(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32));
+  }
+  epoch_noise_ = torch::cat(steps).to(device_);  // one host-to-device copy per epoch
+}
+
 void Trainer::check_replicas(const std::string& when) {
   check_replicas_agree(comm_.world(), model_->parameters(), when);
 }
@@ -102,8 +112,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step,
       auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
       x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
       // The noise of the whole global batch, so each image gets the same eps at any world size.
-      auto gen = make_generator(config_.seed, Stream::kNoise, epoch, step);
-      eps = shard_rows(torch::randn({rows, config_.latent_dim}, gen, torch::kFloat32), rank, world).to(device_);
+      eps = shard_rows(epoch_noise_.slice(/*dim=*/0, start, start + rows), rank, world);
       if (record) {
         record->indices = idx.clone();
         record->eps = eps.clone();
@@ -168,12 +177,13 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t steps = steps_per_epoch();
   const auto perm = epoch_permutation(train_.size(), config_.seed, epoch).to(device_);
+  prepare_noise(epoch);
   if (!beta_.defined()) broadcast_beta();
   auto total = new_sums(device_), interval = new_sums(device_);
   EpochStats s;
   for (int64_t step = 0; step < steps; ++step) {
     maybe_inject_fault(comm_.world().rank, progress_.global_step);
-    if (!train_step(perm, epoch, step, interval)) ++s.skipped_steps;
+    if (!train_step(perm, step, interval)) ++s.skipped_steps;
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
       total += interval;
   if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps));
@@ -199,10 +209,11 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
 std::vector<StepRecord> Trainer::trace(int64_t steps) {
   model_->train();
   const auto perm = epoch_permutation(train_.size(), config_.seed, /*epoch=*/1).to(device_);
+  prepare_noise(1);
   if (!beta_.defined()) broadcast_beta();
   auto sums = new_sums(device_);
   std::vector<StepRecord> records(static_cast<size_t>(std::min(steps, steps_per_epoch())));
-  for (size_t k = 0; k < records.size(); ++k) train_step(perm, 1, static_cast<int64_t>(k), sums, &records[k]);
+  for (size_t k = 0; k < records.size(); ++k) train_step(perm, static_cast<int64_t>(k), sums, &records[k]);
   return records;
 }
 

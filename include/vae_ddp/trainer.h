@@ -70,8 +70,11 @@ class Trainer {
   bool is_root() const { return comm_.world().rank == 0; }
   // One optimizer step on global batch `step` of `perm`; adds this rank's sums to `acc`.
   // Returns false when fp16 scaling skipped it.
-  bool train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc,
+  bool train_step(const torch::Tensor& perm, int64_t step, torch::Tensor& acc,
                   StepRecord* record = nullptr);
+  // Draws the epoch's reparameterisation noise, step by step from (seed, epoch, step),
+  // into epoch_noise_ on the device: the steps then slice it, with no copy per step.
+  void prepare_noise(int64_t epoch);
   // Rank 0's beta for the current global step, on every rank.
   void broadcast_beta();
   void log_interval(int64_t epoch, int64_t done, torch::Tensor& interval);
@@ -92,6 +95,7 @@ class Trainer {
   Profiler profiler_;
   KLSchedule schedule_;
   TrainProgress progress_;
+  torch::Tensor epoch_noise_;  // [n, latent]: the epoch's noise, global batches in step order
   torch::Tensor beta_;      // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
 };
