@@ -99,7 +99,7 @@ void Trainer::broadcast_beta() {
   comm_.broadcast(beta_, /*root=*/0);
 }
 
-bool Trainer::train_step(const torch::Tensor& perm, int64_t epoch, int64_t step, torch::Tensor& acc,
+bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor& acc,
                          StepRecord* record) {
   const int rank = comm_.world().rank, world = comm_.world().size;
   const int64_t start = step * config_.batch_size;
