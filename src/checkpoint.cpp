@@ -7,6 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include "vae_ddp/digest.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/runtime.h"
 
@@ -14,7 +15,45 @@ namespace vae {
 
 namespace {
 
-constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kFormatVersion = 2;  // 2: SHA-256 trailer, mid-epoch progress
+
+// The file is the libtorch archive followed by a 48-byte trailer: this magic, the
+// archive's length (8 bytes, little-endian) and its SHA-256 (32 raw bytes). A torn,
+// truncated or bit-flipped file fails the check before libtorch parses a byte of it.
+constexpr char kTrailerMagic[9] = "VAEDDPck";
+constexpr size_t kTrailerSize = 8 + 8 + 32;
+
+std::string sha256_raw(const std::string& bytes) {
+  const std::string hex = sha256_hex(bytes.data(), bytes.size());
+  std::string raw;
+  for (size_t i = 0; i < hex.size(); i += 2) raw += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return raw;
+}
+
+std::string with_trailer(std::string bytes) {
+  uint64_t n = bytes.size();
+  std::string trailer(kTrailerMagic, 8);
+  for (int i = 0; i < 8; ++i) trailer += static_cast<char>((n >> (8 * i)) & 0xff);
+  trailer += sha256_raw(bytes);
+  return bytes + trailer;
+}
+
+// The archive inside `bytes`; throws UsageError naming `path` when the trailer is missing
+// or does not match.
+std::string verified_payload(const std::string& path, const std::string& bytes) {
+  if (bytes.size() < kTrailerSize || bytes.compare(bytes.size() - kTrailerSize, 8, kTrailerMagic, 8) != 0) {
+    throw UsageError(fmt::format("checkpoint {}: no vae_ddp checksum at its end: truncated, written by an older "
+                                 "vae_ddp, or not a vae_ddp checkpoint",
+                                 path));
+  }
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[bytes.size() - 40 + i])) << (8 * i);
+  std::string payload = bytes.substr(0, bytes.size() - kTrailerSize);
+  if (n != payload.size() || sha256_raw(payload) != bytes.substr(bytes.size() - 32)) {
+    throw UsageError(fmt::format("checkpoint {}: checksum mismatch: the file is corrupt", path));
+  }
+  return payload;
+}
 
 torch::Tensor string_to_tensor(const std::string& s) {
   auto t = torch::empty({static_cast<int64_t>(s.size())}, torch::kUInt8);
@@ -56,7 +95,7 @@ void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& op
     bytes.append(static_cast<const char*>(data), size);
     return size;
   });
-  write_file_atomic(path, bytes);
+  write_file_atomic(path, with_trailer(std::move(bytes)));
 }
 
 std::string read_checkpoint_bytes(const std::string& path) {
@@ -70,7 +109,8 @@ std::string read_checkpoint_bytes(const std::string& path) {
 Checkpoint::Checkpoint(const std::string& path, torch::Device device)
     : Checkpoint(path, read_checkpoint_bytes(path), device) {}
 
-Checkpoint::Checkpoint(const std::string& path, const std::string& bytes, torch::Device device) : path_(path) {
+Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, torch::Device device) : path_(path) {
+  const std::string bytes = verified_payload(path, file_bytes);
   archive_ = std::make_shared<torch::serialize::InputArchive>();
   try {
     archive_->load_from(bytes.data(), bytes.size(), device);

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <zlib.h>
 
+#include "vae_ddp/digest.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/model.h"
 
@@ -102,17 +102,6 @@ torch::Tensor load_file(const std::string& dir, Split split, bool labels, bool v
 
 torch::Tensor read_idx(const std::string& path, int expected_rank) {
   return parse_idx(read_all(path), expected_rank, path);
-}
-
-std::string md5_hex(const void* data, size_t size) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int len = 0;
-  if (EVP_Digest(data, size, digest.data(), &len, EVP_md5(), nullptr) != 1) {
-    throw std::runtime_error("OpenSSL EVP_Digest(md5) failed");
-  }
-  std::string hex;
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", digest[i]);
-  return hex;
 }
 
 std::string mnist_file_name(Split split, bool labels) {

@@ -127,6 +127,26 @@ TEST_F(CheckpointTest, CorruptAndTruncatedFilesAreNamed) {
   EXPECT_NE(LoadError(dir_ / "missing.pt").find("cannot read"), std::string::npos);
 }
 
+// Every single-byte change anywhere in the file is caught by the SHA-256 trailer.
+TEST_F(CheckpointTest, ChecksumCatchesAFlippedByteAnywhere) {
+  auto a = MakeTrainer();
+  Save(*a, dir_ / "good.pt");
+  EXPECT_EQ(LoadError(dir_ / "good.pt"), "");
+  const auto bytes = testing::read_bytes(dir_ / "good.pt");
+  for (const size_t at : {size_t{0}, bytes.size() / 3, bytes.size() / 2, bytes.size() - 49, bytes.size() - 1}) {
+    auto flipped = bytes;
+    flipped[at] ^= 0x10;
+    testing::write_bytes(dir_ / "flipped.pt", flipped);
+    const std::string err = LoadError(dir_ / "flipped.pt");
+    EXPECT_TRUE(err.find("checksum mismatch") != std::string::npos || err.find("no vae_ddp checksum") != std::string::npos)
+        << "byte " << at << ": " << err;
+  }
+  auto cut = bytes;
+  cut.pop_back();
+  testing::write_bytes(dir_ / "cut.pt", cut);
+  EXPECT_NE(LoadError(dir_ / "cut.pt").find("no vae_ddp checksum"), std::string::npos);
+}
+
 TEST_F(CheckpointTest, WriteIsAtomic) {
   auto a = MakeTrainer();
   Save(*a, dir_ / "c.pt");

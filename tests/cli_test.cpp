@@ -184,7 +184,7 @@ TEST_F(CliTest, CountMismatchIsAUsageError) {
 
 TEST_F(CliTest, BadCheckpointsAreUsageErrors) {
   testing::write_bytes(tmp_ / "junk.pt", std::vector<uint8_t>(4096, 7));
-  ExpectUsageError("eval --checkpoint " + (tmp_ / "junk.pt"), "junk.pt: corrupt");
+  ExpectUsageError("eval --checkpoint " + (tmp_ / "junk.pt"), "junk.pt: no vae_ddp checksum");
   ExpectUsageError("eval --checkpoint " + (tmp_ / "none.pt"), "none.pt");
   ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --train-limit 300").code, 0);
   ExpectUsageError("--data-dir " + data_ + " --out-dir " + (tmp_ / "other") + " --latent-dim 8 --resume " + (tmp_ / "run/checkpoints/last.pt"),

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include "test_util.h"
+#include "vae_ddp/digest.h"
 #include "vae_ddp/errors.h"
 
 namespace vae {

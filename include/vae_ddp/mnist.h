@@ -21,8 +21,6 @@ struct Dataset {
 // a magic other than 0x0000080<expected_rank>, or its size disagrees with the header.
 torch::Tensor read_idx(const std::string& path, int expected_rank);
 
-// Hex MD5 of a byte range (OpenSSL).
-std::string md5_hex(const void* data, size_t size);
 
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
 std::string mnist_file_name(Split split, bool labels);
