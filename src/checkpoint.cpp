@@ -75,7 +75,7 @@ torch::Tensor read_tensor(torch::serialize::InputArchive& ar, const char* key) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& opt, const TrainProgress& progress,
-                     const Config& config) {
+                     const Config& config, const std::function<void()>& before_rename) {
   torch::serialize::OutputArchive root;
   torch::serialize::OutputArchive model_ar, opt_ar;
   model->save(model_ar);
@@ -89,13 +89,17 @@ void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& op
   root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
   root.write("loss_scale", torch::tensor(progress.scaler.scale, torch::kFloat64));
   root.write("scale_growth_tracker", torch::tensor(progress.scaler.growth_tracker));
+  root.write("step_in_epoch", torch::tensor(progress.step_in_epoch));
+  root.write("partial_sums", torch::tensor(std::vector<double>(progress.partial_sums.begin(), progress.partial_sums.end()),
+                                           torch::kFloat64));
+  root.write("partial_seconds", torch::tensor(progress.partial_seconds, torch::kFloat64));
 
   std::string bytes;
   root.save_to([&bytes](const void* data, size_t size) {
     bytes.append(static_cast<const char*>(data), size);
     return size;
   });
-  write_file_atomic(path, with_trailer(std::move(bytes)));
+  write_file_atomic(path, with_trailer(std::move(bytes)), before_rename);
 }
 
 std::string read_checkpoint_bytes(const std::string& path) {
@@ -124,6 +128,11 @@ Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, t
     torch::Tensor scale, tracker;
     if (archive_->try_read("loss_scale", scale)) progress_.scaler.scale = scale.item<double>();
     if (archive_->try_read("scale_growth_tracker", tracker)) progress_.scaler.growth_tracker = tracker.item<int64_t>();
+    progress_.step_in_epoch = read_tensor(*archive_, "step_in_epoch").item<int64_t>();
+    const auto sums = read_tensor(*archive_, "partial_sums").to(torch::kCPU, torch::kFloat64).contiguous();
+    TORCH_CHECK(sums.numel() == 4, "partial_sums has ", sums.numel(), " values, expected 4");
+    for (int i = 0; i < 4; ++i) progress_.partial_sums[i] = sums[i].item<double>();
+    progress_.partial_seconds = read_tensor(*archive_, "partial_seconds").item<double>();
     config_ = load_yaml_string(tensor_to_string(read_tensor(*archive_, "config_yaml")), path + " (config)", Config{});
   } catch (const UsageError&) {
     throw;

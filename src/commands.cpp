@@ -1,6 +1,7 @@
 #include "vae_ddp/commands.h"
 
 #include <filesystem>
+#include <regex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -16,6 +17,7 @@
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/npy.h"
 #include "vae_ddp/rng.h"
+#include "vae_ddp/stop_signal.h"
 #include "vae_ddp/runtime.h"
 #include "vae_ddp/trainer.h"
 
@@ -23,15 +25,51 @@ namespace vae {
 
 namespace {
 
-// The checkpoint --resume names, or "": auto picks out_dir's last.pt when present.
-std::string resume_path(const Config& c) {
-  if (c.resume == "none") return "";
-  if (c.resume == "auto") {
-    const std::string last = c.out_dir + "/checkpoints/last.pt";
-    return std::filesystem::exists(last) ? last : "";
+struct ResumeSource {
+  std::string path, bytes;  // path "" = start afresh
+  std::string note;         // a warning to print (a fallback was taken), or ""
+};
+
+// The checkpoint to resume from, read and verified. --resume auto takes out_dir's last.pt,
+// or, when that is damaged, the newest epoch_NNN.pt that verifies (and says so); it never
+// starts afresh over damaged checkpoints. Throws UsageError naming the file otherwise.
+ResumeSource find_resume(const Config& c) {
+  if (c.resume == "none") return {};
+  if (c.resume != "auto") {
+    if (!std::filesystem::exists(c.resume)) throw UsageError(fmt::format("--resume {}: no such checkpoint", c.resume));
+    ResumeSource src{c.resume, read_checkpoint_bytes(c.resume), ""};
+    Checkpoint(src.path, src.bytes, torch::kCPU);  // verifies: throws UsageError naming the file
+    return src;
   }
-  if (!std::filesystem::exists(c.resume)) throw UsageError(fmt::format("--resume {}: no such checkpoint", c.resume));
-  return c.resume;
+  const std::string dir = c.out_dir + "/checkpoints";
+  std::vector<std::string> candidates;
+  if (std::filesystem::exists(dir + "/last.pt")) candidates.push_back(dir + "/last.pt");
+  std::vector<std::pair<int64_t, std::string>> epochs;
+  const std::regex pattern(R"(epoch_(\d+)\.pt)");
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (std::regex_match(name, m, pattern)) epochs.emplace_back(std::stoll(m[1]), entry.path().string());
+  }
+  std::sort(epochs.rbegin(), epochs.rend());
+  for (const auto& e : epochs) candidates.push_back(e.second);
+  std::string first_problem;
+  for (const auto& path : candidates) {
+    try {
+      ResumeSource src{path, read_checkpoint_bytes(path), ""};
+      Checkpoint(src.path, src.bytes, torch::kCPU);
+      if (!first_problem.empty()) src.note = fmt::format("warning: {}; resuming from {} instead", first_problem, path);
+      return src;
+    } catch (const UsageError& e) {
+      if (first_problem.empty()) first_problem = e.what();
+    }
+  }
+  if (!first_problem.empty()) {
+    throw UsageError(fmt::format("--resume auto: no usable checkpoint in {} ({}); pass --resume none to start afresh",
+                                 dir, first_problem));
+  }
+  return {};
 }
 
 // --world, when given, must match what the launcher started.
@@ -97,8 +135,10 @@ int train_command(const Config& c, const World& w) {
     threads = configure_threads(c.threads, w.local_size);
     if (w.rank != 0) return;  // rank 0 owns the output directory and the checkpoints
     prepare_out_dir(c.out_dir);
-    ckpt_path = resume_path(c);
-    if (!ckpt_path.empty()) ckpt_bytes = read_checkpoint_bytes(ckpt_path);
+    ResumeSource src = find_resume(c);
+    ckpt_path = std::move(src.path);
+    ckpt_bytes = std::move(src.bytes);
+    if (!src.note.empty()) spdlog::warn("{}", src.note);
     if (c.download) download_mnist(c.data_dir);
   });
   check_same_config(w, c);
@@ -129,11 +169,20 @@ int train_command(const Config& c, const World& w) {
                    c.resume, c.out_dir);
     }
     if (ckpt) {
-      spdlog::info("resuming from {} (epoch {}, step {})", ckpt->path(), ckpt->progress().epoch,
-                   ckpt->progress().global_step);
+      const auto& p = ckpt->progress();
+      spdlog::info("resuming from {} (epoch {} done{}, global step {})", ckpt->path(), p.epoch,
+                   p.step_in_epoch ? fmt::format(", epoch {} stopped after step {}", p.epoch + 1, p.step_in_epoch) : "",
+                   p.global_step);
     }
   }
-  trainer.run();
+  install_stop_handlers();
+  if (trainer.run() == RunEnd::kStopped) {
+    if (w.rank == 0) {
+      spdlog::info("stopped by {}; {}", stop_signal_name()[0] ? stop_signal_name() : "a stop signal on another rank",
+                   c.requeue ? requeue_slurm_job() : std::string("--requeue=false: not requeued"));
+    }
+    return kExitOk;
+  }
   spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt",
                c.out_dir);
   return kExitOk;

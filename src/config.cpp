@@ -25,6 +25,7 @@ const std::vector<Field>& config_fields() {
       {"checkpoint-every", &Config::checkpoint_every, "keep checkpoints/epoch_NNN.pt every N epochs"},
       {"keep-checkpoints", &Config::keep_checkpoints, "keep the newest K epoch checkpoints (0 = all)"},
       {"resume", &Config::resume, "auto (continue from last.pt if present) | none | PATH"},
+      {"requeue", &Config::requeue, "under Slurm, requeue the job after a stop signal (SIGUSR1/SIGTERM) checkpoint"},
       {"hidden-dims", &Config::hidden_dims, "encoder hidden widths, comma list; decoder mirrors"},
       {"latent-dim", &Config::latent_dim, "size of the latent z"},
       {"epochs", &Config::epochs, "train through this epoch"},

@@ -86,7 +86,7 @@ void fsync_dir(const std::string& dir) {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path, const std::string& data) {
+void write_file_atomic(const std::string& path, const std::string& data, const std::function<void()>& before_rename) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot write: {}", tmp, std::strerror(errno)));
@@ -107,6 +107,7 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     ::unlink(tmp.c_str());
     throw std::runtime_error(fmt::format("{}: fsync failed: {}", tmp, why));
   }
+  if (before_rename) before_rename();
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());

@@ -1,6 +1,7 @@
 #include "vae_ddp/trainer.h"
 
 #include <chrono>
+#include <limits>
 #include <filesystem>
 #include <regex>
 
@@ -14,6 +15,7 @@
 #include "vae_ddp/loss.h"
 #include "vae_ddp/metrics.h"
 #include "vae_ddp/rng.h"
+#include "vae_ddp/stop_signal.h"
 
 namespace vae {
 
@@ -111,6 +113,9 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
       Profiler::Scope timed(profiler_, Phase::kData);
       auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
       x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
+      if (maybe_inject_fault(FaultSite::kStep, rank, progress_.global_step) == FaultAction::kPoisonBatch) {
+        x = x * std::numeric_limits<float>::quiet_NaN();
+      }
       // The noise of the whole global batch, so each image gets the same eps at any world size.
       eps = shard_rows(epoch_noise_.slice(/*dim=*/0, start, start + rows), rank, world);
       if (record) {
@@ -134,6 +139,9 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
       Profiler::Scope timed(profiler_, Phase::kBackward);
       scaler_.scale(loss).backward();
     }
+    if (precision_ != Precision::kFP16) {
+      grads_->slot(GradBuffer::kNonFinite).copy_(loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1}));
+    }
     if (record) {
       record->beta = beta_.item<double>();
       record->loss = loss.item<double>();
@@ -150,6 +158,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
     // Per-step control values travel in the gradient all-reduce (see GradBuffer::Slot).
     if (scaler_.enabled()) grads_->slot(GradBuffer::kFoundInf).copy_(scaler_.non_finite(grads_->grads()));
     if (is_root()) grads_->slot(GradBuffer::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
+    if (stop_requested()) grads_->slot(GradBuffer::kStop).fill_(1.0);
     comm_.allreduce_sum(grads_->flat());
     beta_ = grads_->slot(GradBuffer::kNextBeta).clone();
   }
@@ -172,6 +181,20 @@ void Trainer::log_interval(int64_t epoch, int64_t done, torch::Tensor& interval)
                s[kBce].item<double>() / images, s[kKld].item<double>() / images, schedule_.at(progress_.global_step - 1));
 }
 
+bool Trainer::must_stop(int64_t epoch, int64_t step) {
+  // On a GPU reading the slots waits for the step to finish: look every few steps only.
+  // Every rank looks at the same steps and reads the same summed values.
+  const bool last = step + 1 == steps_per_epoch();
+  if (!device_.is_cpu() && (step + 1) % 16 != 0 && !last) return false;
+  const auto slots = grads_->flat().slice(/*dim=*/0, grads_->numel()).to(torch::kCPU);
+  if (slots[GradBuffer::kNonFinite].item<float>() > 0) {
+    throw std::runtime_error(fmt::format("non-finite loss (NaN or inf) at epoch {}, step {}{}: training diverged; "
+                                         "the last good checkpoint is kept (lower --lr, or try --precision fp32)",
+                                         epoch, step + 1, device_.is_cpu() ? "" : " or a few steps before"));
+  }
+  return slots[GradBuffer::kStop].item<float>() > 0 && !last;  // at the epoch's end, the epoch completes
+}
+
 EpochStats Trainer::train_epoch(int64_t epoch) {
   model_->train();
   const auto t0 = std::chrono::steady_clock::now();
@@ -180,19 +203,40 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   prepare_noise(epoch);
   if (!beta_.defined()) broadcast_beta();
   auto total = new_sums(device_), interval = new_sums(device_);
+  // Resuming mid-epoch: continue at the next step, with the done steps' sums counted once.
+  const int64_t first = progress_.step_in_epoch;
+  if (first > 0 && is_root()) {
+    total.copy_(torch::tensor(std::vector<double>(progress_.partial_sums.begin(), progress_.partial_sums.end()),
+                              torch::kFloat64));
+  }
+  const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   EpochStats s;
-  for (int64_t step = 0; step < steps; ++step) {
-    maybe_inject_fault(comm_.world().rank, progress_.global_step);
+  for (int64_t step = first; step < steps; ++step) {
+    maybe_inject_fault(FaultSite::kStep, comm_.world().rank, progress_.global_step);
     if (!train_step(perm, step, interval)) ++s.skipped_steps;
+    const bool stop = must_stop(epoch, step);
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
       total += interval;
-  if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps));
       log_interval(epoch, std::min((step + 1) * config_.batch_size, train_.size()), interval);
+    }
+    if (stop) {
+      total += interval;
+      comm_.allreduce_sum(total);
+      const auto sums = total.to(torch::kCPU);
+      for (int i = 0; i < kSums; ++i) progress_.partial_sums[i] = sums[i].item<double>();
+      progress_.step_in_epoch = step + 1;
+      progress_.partial_seconds = seconds_before + seconds_since(t0);
+      progress_.scaler = scaler_.state();
+      s.stopped = true;
+      return s;
     }
   }
   total += interval;
-  if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps));
+  if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps - first));
   progress_.epoch = epoch;
+  progress_.step_in_epoch = 0;
+  progress_.partial_sums = {};
+  progress_.partial_seconds = 0;
   progress_.scaler = scaler_.state();
   comm_.allreduce_sum(total);
   const auto sums = total.to(torch::kCPU);
@@ -202,7 +246,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   s.bce = sums[kBce].item<double>() / images;
   s.kld = sums[kKld].item<double>() / images;
   s.beta = schedule_.at(progress_.global_step - 1);
-  s.seconds = seconds_since(t0);
+  s.seconds = seconds_before + seconds_since(t0);
   return s;
 }
 
@@ -230,11 +274,16 @@ void Trainer::write_images(int64_t epoch) {
   model_->train();
 }
 
+void Trainer::save(const std::string& path, int64_t epoch) {
+  save_checkpoint(path, model_, *optimizer_, progress_, config_,
+                  [&] { maybe_inject_fault(FaultSite::kSave, comm_.world().rank, epoch); });
+}
+
 void Trainer::write_checkpoints(int64_t epoch) {
   const std::string dir = config_.out_dir + "/checkpoints";
-  save_checkpoint(dir + "/last.pt", model_, *optimizer_, progress_, config_);
+  save(dir + "/last.pt", epoch);
   if (epoch % config_.checkpoint_every != 0 && epoch != config_.epochs) return;
-  save_checkpoint(epoch_file(dir, epoch, "pt"), model_, *optimizer_, progress_, config_);
+  save(epoch_file(dir, epoch, "pt"), epoch);
   if (config_.keep_checkpoints == 0) return;
   // Prune the oldest epoch_NNN.pt beyond the newest keep_checkpoints.
   std::vector<std::pair<int64_t, std::filesystem::path>> found;
@@ -250,17 +299,23 @@ void Trainer::write_checkpoints(int64_t epoch) {
   }
 }
 
-void Trainer::run() {
+RunEnd Trainer::run() {
   std::unique_ptr<MetricsWriter> metrics;
   if (is_root()) metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
   if (progress_.epoch >= config_.epochs) {
     spdlog::info("already trained through epoch {} (--epochs {}): nothing to do; raise --epochs to continue",
                  progress_.epoch, config_.epochs);
-    return;
+    return RunEnd::kFinished;
   }
   check_replicas("at start");
   for (int64_t epoch = progress_.epoch + 1; epoch <= config_.epochs; ++epoch) {
     const EpochStats train = train_epoch(epoch);
+    if (train.stopped) {
+      if (is_root()) save(config_.out_dir + "/checkpoints/last.pt", epoch);
+      spdlog::info("stop requested: saved {}/checkpoints/last.pt at epoch {}, step {} of {}", config_.out_dir, epoch,
+                   progress_.step_in_epoch, steps_per_epoch());
+      return RunEnd::kStopped;
+    }
     const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_);
     check_replicas(fmt::format("after epoch {}", epoch));
     const double ips = train.images / std::max(train.seconds, 1e-9);
@@ -276,7 +331,13 @@ void Trainer::run() {
                  "{:.2f} s  {:.0f} img/s{}",
                  epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips,
                  train.skipped_steps ? fmt::format("  ({} fp16 steps skipped)", train.skipped_steps) : "");
+    // A signal that arrived during evaluation or saving: every rank agrees, the epoch is saved.
+    if (allreduce_min_max(comm_.world(), stop_requested() ? 1 : 0).second > 0 && epoch < config_.epochs) {
+      spdlog::info("stop requested: stopping after epoch {} (checkpoint saved)", epoch);
+      return RunEnd::kStopped;
+    }
   }
+  return RunEnd::kFinished;
 }
 
 }  // namespace vae

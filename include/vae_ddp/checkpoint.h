@@ -3,7 +3,9 @@
 // at any moment leaves either the old or the new file, never a broken one.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,12 +21,19 @@ struct TrainProgress {
   int64_t epoch = 0;        // epochs completed
   int64_t global_step = 0;  // optimizer steps completed: the KL schedule's position
   ScalerState scaler;       // fp16 loss scale; carried through fp32/bf16 runs unchanged
+  // A run stopped mid-epoch (preemption): the steps of epoch + 1 already done, and their
+  // sums over all ranks (objective, bce, kld, images) and training seconds, so the resumed
+  // epoch continues at the next step and reports the whole epoch.
+  int64_t step_in_epoch = 0;
+  std::array<double, 4> partial_sums{};
+  double partial_seconds = 0;
 };
 
 // Writes `path` atomically. Throws std::runtime_error naming the path on I/O failure
 // (the previous file at `path`, if any, is left as it was).
 void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& opt,
-                     const TrainProgress& progress, const Config& config);
+                     const TrainProgress& progress, const Config& config,
+                     const std::function<void()>& before_rename = {});
 
 // A checkpoint read into memory. Throws UsageError naming the file when it is missing,
 // truncated, corrupt or not a vae_ddp checkpoint.

@@ -23,6 +23,7 @@ struct Config {
   int64_t checkpoint_every = 1;           // epoch_NNN.pt every N epochs (last.pt every epoch)
   int64_t keep_checkpoints = 3;           // keep the newest K epoch_NNN.pt (0 = keep all)
   std::string resume = "auto";            // auto: continue from last.pt if present | none | PATH
+  bool requeue = true;                    // under Slurm, requeue the job after a stop-signal checkpoint
   // --- model ---
   std::vector<int64_t> hidden_dims = {400};  // encoder widths; the decoder mirrors them
   int64_t latent_dim = 20;                // size of z

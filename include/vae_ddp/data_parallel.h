@@ -35,7 +35,9 @@ class GradBuffer {
   enum Slot : int64_t {
     kFoundInf = 0,  // fp16: how many ranks saw inf/NaN in their gradients
     kNextBeta = 1,  // rank 0 writes the next step's beta, the others 0: the sum broadcasts it
-    kSlots = 2,
+    kStop = 2,      // ranks that received a stop signal (preemption): all stop together
+    kNonFinite = 3, // fp32/bf16: ranks whose loss was NaN or inf
+    kSlots = 4,
   };
 
   // `params` must be float32 and contiguous, all on one device.

@@ -1,15 +1,26 @@
-// Faults the test suite injects to prove the job never hangs. Read from the environment
-// variable VAE_DDP_TEST_FAULT = "KIND:RANK:STEP", unset in normal use:
-//   throw  - rank RANK throws a runtime error when it reaches global step STEP;
-//   stall  - rank RANK stops answering (sleeps forever) at global step STEP.
+// Faults the test suite injects to prove that the job never hangs and never loses work.
+// Read from the environment variable VAE_DDP_TEST_FAULT = "KIND:RANK:AT", unset in
+// normal use. At a training step (AT = global step):
+//   throw    - rank RANK throws a runtime error;
+//   stall    - rank RANK stops answering (sleeps forever);
+//   nan      - rank RANK's batch becomes NaN (a diverging run);
+//   signal   - rank RANK sends itself SIGUSR1 (a preemption notice).
+// While rank 0 writes a checkpoint (AT = epoch):
+//   slowsave - rank RANK sleeps 30 s after writing the temporary file, before the rename,
+//              so a test can kill it there.
 #pragma once
 
 #include <cstdint>
 
 namespace vae {
 
-// Does nothing unless VAE_DDP_TEST_FAULT names this rank and step. Throws UsageError
-// naming the variable when it is malformed.
-void maybe_inject_fault(int rank, int64_t global_step);
+enum class FaultSite { kStep, kSave };
+
+// What the caller must do itself (the other kinds act here).
+enum class FaultAction { kNone, kPoisonBatch };
+
+// Does nothing unless VAE_DDP_TEST_FAULT names this site, rank and position. Throws
+// UsageError naming the variable when it is malformed.
+FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at);
 
 }  // namespace vae

@@ -1,6 +1,7 @@
 // The process's execution environment: device, threads, BLAS, output directories.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include <torch/torch.h>
@@ -28,7 +29,10 @@ std::string blas_name();
 void prepare_out_dir(const std::string& out_dir);
 
 // Writes `data` to `path` atomically: temp file in the same directory, fsync, rename,
-// fsync of the directory. Throws std::runtime_error naming the path on failure.
-void write_file_atomic(const std::string& path, const std::string& data);
+// fsync of the directory. Throws std::runtime_error naming the path on failure; the
+// previous file at `path`, if any, is then untouched. `before_rename` (tests) runs
+// between the fsync and the rename.
+void write_file_atomic(const std::string& path, const std::string& data,
+                       const std::function<void()>& before_rename = {});
 
 }  // namespace vae

@@ -28,7 +28,11 @@ struct EpochStats {
   int64_t images = 0;                 // images of the whole epoch, all ranks together
   int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
   double seconds = 0;
+  bool stopped = false;               // a stop signal ended the epoch early (see TrainProgress)
 };
+
+// How run() ended.
+enum class RunEnd { kFinished, kStopped };
 
 // What one step consumed and produced, for the parity test against PyTorch.
 struct StepRecord {
@@ -51,9 +55,14 @@ class Trainer {
   void resume_from(const Checkpoint& ckpt);
 
   // Runs epochs progress().epoch+1 .. config.epochs; rank 0 writes every output in out_dir.
-  void run();
+  // A stop signal (stop_signal.h) on any rank ends it at the next step boundary on every
+  // rank, after rank 0 has written checkpoints/last.pt: kStopped. Throws
+  // std::runtime_error naming the epoch and step when an fp32/bf16 loss is NaN or inf
+  // (nothing is saved after the last good checkpoint).
+  RunEnd run();
 
-  // One pass over the training set for `epoch` (1-based); updates the weights. Collective.
+  // The steps of `epoch` (1-based) from progress().step_in_epoch on; updates the weights.
+  // Returns early, with stopped set, when a stop signal arrived. Collective.
   EpochStats train_epoch(int64_t epoch);
 
   // Runs the first `steps` steps of epoch 1 from a fresh trainer and records each one.
@@ -72,6 +81,9 @@ class Trainer {
   // Returns false when fp16 scaling skipped it.
   bool train_step(const torch::Tensor& perm, int64_t step, torch::Tensor& acc,
                   StepRecord* record = nullptr);
+  // Reads the step's agreed control slots (stop, non-finite); throws on a non-finite loss.
+  // Returns true when every rank must stop now.
+  bool must_stop(int64_t epoch, int64_t step);
   // Draws the epoch's reparameterisation noise, step by step from (seed, epoch, step),
   // into epoch_noise_ on the device: the steps then slice it, with no copy per step.
   void prepare_noise(int64_t epoch);
@@ -80,6 +92,7 @@ class Trainer {
   void log_interval(int64_t epoch, int64_t done, torch::Tensor& interval);
   void write_images(int64_t epoch);
   void write_checkpoints(int64_t epoch);
+  void save(const std::string& path, int64_t epoch);
 
   Config config_;
   Dataset train_, test_;
