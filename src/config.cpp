@@ -171,7 +171,36 @@ void require_one_of(const std::string& value, std::initializer_list<const char*>
 
 }  // namespace
 
+namespace {
+
+// Well-formed UTF-8 (what YAML files hold); no overlong forms or surrogates.
+bool is_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    const int n = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xe ? 2 : (b >> 3) == 0x1e ? 3 : -1;
+    if (n < 0 || i + static_cast<size_t>(n) >= s.size()) return false;
+    uint32_t cp = n == 0 ? b : b & (0x3f >> n);
+    for (int k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c >> 6) != 0x2) return false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    const uint32_t min[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
 void validate(const Config& c) {
+  for (const auto& f : config_fields()) {
+    if (auto m = std::get_if<std::string Config::*>(&f.member)) {
+      require(is_utf8(c.**m), fmt::format("--{}: not valid UTF-8 text", f.name));
+    }
+  }
   require(!c.data_dir.empty(), "--data-dir must not be empty");
   require(!c.out_dir.empty(), "--out-dir must not be empty");
   require_non_negative(c.train_limit, "train-limit");
@@ -219,7 +248,8 @@ Config load_yaml_string(const std::string& text, const std::string& origin, Conf
   if (!root.IsMap()) throw UsageError(fmt::format("{}: expected a mapping of option: value", origin));
   const auto& fields = config_fields();
   for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
+    if (!kv.first.IsScalar()) throw UsageError(fmt::format("{}: every key must be a plain option name", origin));
+    const std::string key = kv.first.Scalar();
     auto it = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return yaml_key(f) == key; });
     if (it == fields.end()) throw UsageError(fmt::format("{}: unknown key '{}'", origin, key));
     const std::string where = fmt::format("{}: key '{}'", origin, key);
@@ -262,6 +292,7 @@ std::string to_yaml(const Config& c) {
     }
   }
   out << YAML::EndMap;
+  if (!out.good()) throw std::runtime_error("cannot write the config as YAML: " + out.GetLastError());
   return std::string(out.c_str()) + "\n";
 }
 

@@ -42,36 +42,6 @@ uint32_t big_endian_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-// Parses an IDX buffer; `path` only names the file in errors.
-torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, const std::string& path) {
-  if (bytes.size() < 4) throw UsageError(fmt::format("{}: truncated IDX file ({} bytes)", path, bytes.size()));
-  const uint32_t magic = big_endian_u32(bytes.data());
-  const uint32_t expected_magic = 0x800u + static_cast<uint32_t>(expected_rank);
-  if (magic != expected_magic) {
-    throw UsageError(fmt::format("{}: not an IDX file of unsigned bytes with {} dimension(s): magic 0x{:08x}, expected 0x{:08x}",
-                                 path, expected_rank, magic, expected_magic));
-  }
-  const size_t header = 4 + 4 * static_cast<size_t>(expected_rank);
-  if (bytes.size() < header) throw UsageError(fmt::format("{}: truncated IDX header", path));
-  std::vector<int64_t> shape;
-  size_t payload = 1;
-  for (int d = 0; d < expected_rank; ++d) {
-    shape.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
-    payload *= static_cast<size_t>(shape.back());
-  }
-  if (bytes.size() - header < payload) {
-    throw UsageError(fmt::format("{}: truncated: header promises {} data bytes, file has {}", path, payload,
-                                 bytes.size() - header));
-  }
-  if (bytes.size() - header > payload) {
-    throw UsageError(fmt::format("{}: {} bytes after the data the header describes", path,
-                                 bytes.size() - header - payload));
-  }
-  auto t = torch::empty(shape, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, payload);
-  return t;
-}
-
 void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, const std::string& path) {
   const std::string got = md5_hex(bytes.data(), bytes.size());
   if (got != expected) {
@@ -99,6 +69,42 @@ torch::Tensor load_file(const std::string& dir, Split split, bool labels, bool v
 }
 
 }  // namespace
+
+torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, const std::string& path) {
+  if (bytes.size() < 4) throw UsageError(fmt::format("{}: truncated IDX file ({} bytes)", path, bytes.size()));
+  const uint32_t magic = big_endian_u32(bytes.data());
+  const uint32_t expected_magic = 0x800u + static_cast<uint32_t>(expected_rank);
+  if (magic != expected_magic) {
+    throw UsageError(fmt::format("{}: not an IDX file of unsigned bytes with {} dimension(s): magic 0x{:08x}, expected 0x{:08x}",
+                                 path, expected_rank, magic, expected_magic));
+  }
+  const size_t header = 4 + 4 * static_cast<size_t>(expected_rank);
+  if (bytes.size() < header) throw UsageError(fmt::format("{}: truncated IDX header", path));
+  std::vector<int64_t> shape;
+  size_t payload = 1;
+  const size_t available = bytes.size() - header;
+  for (int d = 0; d < expected_rank; ++d) {
+    shape.push_back(big_endian_u32(bytes.data() + 4 + 4 * d));
+    const auto dim = static_cast<size_t>(shape.back());
+    // Checked: dimensions whose product exceeds the file cannot be right (and must not overflow).
+    if (dim != 0 && payload > available / dim) {
+      throw UsageError(fmt::format("{}: truncated: header dimensions promise more data than the file's {} bytes", path,
+                                   available));
+    }
+    payload *= dim;
+  }
+  if (bytes.size() - header < payload) {
+    throw UsageError(fmt::format("{}: truncated: header promises {} data bytes, file has {}", path, payload,
+                                 bytes.size() - header));
+  }
+  if (bytes.size() - header > payload) {
+    throw UsageError(fmt::format("{}: {} bytes after the data the header describes", path,
+                                 bytes.size() - header - payload));
+  }
+  auto t = torch::empty(shape, torch::kUInt8);
+  if (payload > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, payload);  // empty: no data pointer
+  return t;
+}
 
 torch::Tensor read_idx(const std::string& path, int expected_rank) {
   return parse_idx(read_all(path), expected_rank, path);

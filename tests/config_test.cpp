@@ -105,5 +105,23 @@ TEST_F(ConfigTest, ArchitectureComparison) {
   EXPECT_EQ(describe_architecture(b), "784-400-2");
 }
 
+// Found by tests/fuzz/config_fuzz: a YAML complex key ("? ...") used to escape as a
+// yaml-cpp exception (exit 1) instead of a one-line usage error.
+TEST(ConfigYamlTest, ComplexKeyIsAUsageError) {
+  EXPECT_THROW(load_yaml_string("?\n: 1", "odd.yaml", Config{}), UsageError);
+  EXPECT_THROW(load_yaml_string("? [a, b]\n: 1", "odd.yaml", Config{}), UsageError);
+}
+
+// Found by tests/fuzz/config_fuzz: YAML cannot hold bytes that are not UTF-8, so a config
+// with them could not be written back to config.yaml.
+TEST(ConfigUtf8Test, InvalidUtf8IsAUsageError) {
+  Config c;
+  c.out_dir = "runs/caf\xc3";  // a truncated two-byte sequence
+  EXPECT_THROW(validate(c), UsageError);
+  c.out_dir = "runs/caf\xc3\xa9";  // "café"
+  EXPECT_NO_THROW(validate(c));
+  EXPECT_EQ(load_yaml_string(to_yaml(c), "round trip", Config{}), c);
+}
+
 }  // namespace
 }  // namespace vae

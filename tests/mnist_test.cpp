@@ -135,5 +135,24 @@ TEST_F(MnistTest, Md5OfKnownStrings) {
   EXPECT_EQ(md5_hex("abc", 3), "900150983cd24fb0d6963f7d28e17f72");
 }
 
+
+// Found by tests/fuzz/idx_fuzz: a valid header announcing zero items.
+TEST(IdxParseTest, EmptyFileParsesToAnEmptyTensor) {
+  const auto t = parse_idx({0, 0, 8, 1, 0, 0, 0, 0}, /*expected_rank=*/1, "empty");
+  EXPECT_EQ(t.numel(), 0);
+}
+
+// Dimensions whose product overflows are rejected as truncated, not wrapped around.
+TEST(IdxParseTest, HugeDimensionsAreTruncation) {
+  const std::vector<uint8_t> bytes = {0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 1, 2, 3};
+  try {
+    parse_idx(bytes, 3, "huge");
+    FAIL() << "accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("huge: truncated"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace vae

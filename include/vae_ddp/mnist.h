@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -20,6 +21,8 @@ struct Dataset {
 // from the header. Throws UsageError naming the file when it is missing, unreadable, has
 // a magic other than 0x0000080<expected_rank>, or its size disagrees with the header.
 torch::Tensor read_idx(const std::string& path, int expected_rank);
+// The same for bytes already in memory (uncompressed); `path` names them in errors.
+torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, const std::string& path);
 
 
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
