@@ -24,7 +24,7 @@ namespace {
 constexpr const char* kUsage =
     "vae_ddp [train] [--config FILE] [options]\n"
     "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
-    "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--json]\n"
+    "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--iw-samples K] [--json]\n"
     "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n"
     "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n";
 
@@ -90,7 +90,9 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
   cxxopts::Options opts("vae_ddp eval", "Evaluate a checkpoint on the MNIST test set.");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
       "data-dir", "MNIST directory (default: " + o.data_dir + ")", text_value())(
-      "seed", "noise seed (default: the checkpoint's)", text_value())("json", "print one JSON object",
+      "seed", "noise seed (default: the checkpoint's)", text_value())(
+      "iw-samples", "also estimate -log p(x) by importance weighting with K samples per image (e.g. 5000)",
+      text_value())("json", "print one JSON object",
                                                                        text_value(true))(
       "verify-md5", "check MNIST md5 (default: true)", text_value(true))(
       "threads", "intra-op threads (default: cores)", text_value())("device", "auto | cpu | cuda", text_value());
@@ -101,11 +103,13 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
   o.data_dir = text(r, "data-dir").value_or(o.data_dir);
   if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
   if (auto v = text(r, "json")) o.json = parse_bool(*v, "--json");
+  if (auto v = text(r, "iw-samples")) o.iw_samples = parse_int(*v, "--iw-samples");
   if (auto v = text(r, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
   if (auto v = text(r, "threads")) o.threads = parse_int(*v, "--threads");
   o.device = text(r, "device").value_or(o.device);
   require_checkpoint(o.checkpoint, "eval");
   if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0, got {}", o.threads));
+  if (o.iw_samples < 0) throw UsageError(fmt::format("--iw-samples must be >= 0, got {}", o.iw_samples));
   return o;
 }
 

@@ -208,14 +208,17 @@ int eval_command(const EvalOptions& o, const World& w) {
   auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
   const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
   const EvalResult r = evaluate(model, test, seed, device, *comm);
+  const double iw = o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm) : 0.0;
   if (w.rank != 0) return kExitOk;
   if (o.json) {
     fmt::print("{{\"checkpoint\": \"{}\", \"epoch\": {}, \"seed\": {}, \"images\": {}, \"test_loss\": {:.17g}, "
-               "\"test_bce\": {:.17g}, \"test_kld\": {:.17g}}}\n",
-               o.checkpoint, ckpt->progress().epoch, seed, r.images, r.loss, r.bce, r.kld);
+               "\"test_bce\": {:.17g}, \"test_kld\": {:.17g}{}}}\n",
+               o.checkpoint, ckpt->progress().epoch, seed, r.images, r.loss, r.bce, r.kld,
+               o.iw_samples > 0 ? fmt::format(", \"iw_samples\": {}, \"iw_nll\": {:.17g}", o.iw_samples, iw) : "");
   } else {
     fmt::print("{} (epoch {}): test loss {:.4f} nats/image (bce {:.4f}, kld {:.4f}) over {} images, seed {}\n",
                o.checkpoint, ckpt->progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
+    if (o.iw_samples > 0) fmt::print("importance-weighted NLL (K = {}): {:.4f} nats/image\n", o.iw_samples, iw);
   }
   std::fflush(stdout);
   return kExitOk;

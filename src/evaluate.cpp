@@ -1,5 +1,9 @@
 #include "vae_ddp/evaluate.h"
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "vae_ddp/data_parallel.h"
 #include "vae_ddp/loss.h"
 #include "vae_ddp/rng.h"
@@ -34,6 +38,60 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
   r.kld = n > 0 ? host[1].item<double>() / static_cast<double>(n) : 0.0;
   r.loss = r.bce + r.kld;
   return r;
+}
+
+namespace {
+
+constexpr int64_t kRowsPerDecode = 4096;  // decoder rows per chunk: images x samples
+
+// log w [images, samples] for images x with posterior (mu, logvar) and noise eps
+// [images, samples, latent]; the 2*pi terms of p(z) and q(z|x) cancel.
+torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tensor& mu, const torch::Tensor& logvar,
+                          const torch::Tensor& eps) {
+  const int64_t m = eps.size(0), s = eps.size(1), latent = eps.size(2);
+  auto z = mu.unsqueeze(1) + torch::exp(0.5 * logvar).unsqueeze(1) * eps;  // [m, s, L]
+  auto logits = model->decode(z.reshape({m * s, latent})).reshape({m, s, kImagePixels});
+  auto target = x.unsqueeze(1).expand({m, s, kImagePixels});
+  auto bce = torch::nn::functional::binary_cross_entropy_with_logits(
+                 logits, target, torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+                 .sum(2);  // [m, s]: -log p(x|z)
+  return -bce - 0.5 * z.square().sum(2) + 0.5 * eps.square().sum(2) + 0.5 * logvar.sum(1, /*keepdim=*/true);
+}
+
+}  // namespace
+
+double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
+                               Communicator& comm) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int rank = comm.world().rank, world = comm.world().size;
+  const int64_t n = data.size(), latent = model->latent_dim();
+  const int64_t chunk = std::min(samples, kRowsPerDecode);         // samples per decode
+  const int64_t per_batch = std::max<int64_t>(1, kRowsPerDecode / chunk);  // images per decode
+  auto total = torch::zeros({1}, torch::dtype(torch::kFloat64).device(device));
+  const auto mine = torch::arange(rank, n, world, torch::kInt64);  // this rank's images
+  for (int64_t b = 0; b < mine.size(0); b += per_batch) {
+    const auto idx = mine.slice(/*dim=*/0, b, std::min(mine.size(0), b + per_batch));
+    auto x = data.images.index_select(0, idx.to(data.images.device())).to(device);  // [m, 784]
+    auto [mu, logvar] = model->encode(x);
+    const int64_t m = x.size(0);
+    auto acc = torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));
+    for (int64_t start = 0, c = 0; start < samples; start += chunk, ++c) {
+      const int64_t s = std::min(chunk, samples - start);
+      std::vector<torch::Tensor> noise;
+      for (int64_t i = 0; i < m; ++i) {
+        auto gen = make_generator(seed, Stream::kImportance, idx[i].item<int64_t>(), c);
+        noise.push_back(torch::randn({s, latent}, gen, torch::kFloat32));
+      }
+      auto lw = log_weights(model, x, mu, logvar, torch::stack(noise).to(device));  // [m, s]
+      acc = torch::logaddexp(acc, torch::logsumexp(lw.to(torch::kFloat64), /*dim=*/1));
+    }
+    total += (acc - std::log(static_cast<double>(samples))).sum();
+  }
+  comm.allreduce_sum(total);
+  model->train(was_training);
+  return n > 0 ? -total.item<double>() / static_cast<double>(n) : 0.0;
 }
 
 }  // namespace vae

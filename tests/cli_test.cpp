@@ -94,6 +94,13 @@ TEST_F(CliTest, EvalIsDeterministicAndMatchesTraining) {
   // Another seed, other noise.
   const Result c = Run(cmd + " --seed 5");
   EXPECT_NE(a.out, c.out);
+  // --iw-samples adds the importance-weighted NLL, below the ELBO-based test loss.
+  const Result iw = Run(cmd + " --iw-samples 20");
+  ASSERT_EQ(iw.code, 0) << iw.err;
+  std::smatch n;
+  ASSERT_TRUE(std::regex_search(iw.out, n, std::regex("\"iw_nll\": ([0-9.]+)"))) << iw.out;
+  EXPECT_LT(std::stod(n[1]), eval_loss);
+  EXPECT_NE(iw.out.find("\"iw_samples\": 20"), std::string::npos);
 }
 
 TEST_F(CliTest, ResumeGivesBitIdenticalWeights) {
@@ -136,6 +143,7 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
   ExpectUsageError("eval", "--checkpoint PATH is required");
   ExpectUsageError("--backend gloo", "--backend");
   ExpectUsageError("--comm-timeout 0", "--comm-timeout must be positive");
+  ExpectUsageError("eval --checkpoint x.pt --iw-samples -1", "--iw-samples must be >= 0");
 }
 
 TEST_F(CliTest, FlagsThatNeedAGpuAreUsageErrorsOnCpu) {

@@ -200,6 +200,16 @@ TEST_F(ShardedTrainingTest, ShardedEvalMatchesOneProcess) {
   EXPECT_NEAR(a.kld / b.kld, 1.0, 1e-7);
 }
 
+TEST_F(ShardedTrainingTest, ShardedImportanceWeightedNllMatchesOneProcess) {
+  auto comm = Comm("mpi");
+  Trainer t(Small(dir_.path()), train_, test_, torch::kCPU, *comm);
+  t.train_epoch(1);
+  const double a = importance_weighted_nll(t.model(), test_, /*seed=*/5, /*samples=*/20, torch::kCPU, *comm);
+  const double b = importance_weighted_nll(t.model(), test_, 5, 20, torch::kCPU, testing::LocalComm());
+  // Same images and noise; only the float32 grouping of images per decoder call differs.
+  EXPECT_NEAR(a / b, 1.0, 1e-7);
+}
+
 }  // namespace
 }  // namespace vae
 

@@ -18,6 +18,7 @@ struct EvalOptions {
   std::string data_dir = Config{}.data_dir;    // MNIST test split read from here
   int64_t seed = -1;                           // noise seed; -1 = the checkpoint's training seed
   bool json = false;                           // one JSON object on stdout
+  int64_t iw_samples = 0;                      // > 0: also the importance-weighted NLL with K samples
   bool verify_md5 = Config{}.verify_md5;
   int64_t threads = Config{}.threads;
   std::string device = Config{}.device;

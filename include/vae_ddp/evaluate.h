@@ -27,4 +27,13 @@ constexpr int64_t kEvalBatch = 1000;
 // order. Always fp32.
 EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm);
 
+// The importance-weighted estimate of -log p(x) per image (Burda et al. 2015), in nats:
+//   -mean_x log( 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x) ),  z_k ~ q(z|x).
+// Never above the ELBO's negative in expectation, and tighter as K grows. Samples are
+// drawn and reduced in chunks (a streaming log-sum-exp), so K = 5000 fits in memory. The
+// noise of image i comes from (seed, i), so any world size gives the same estimate.
+// Collective: rank r of W takes images r, r+W, ...
+double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
+                               Communicator& comm);
+
 }  // namespace vae
