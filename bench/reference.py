@@ -11,6 +11,9 @@ and the parity test. Run with Debian's python3-torch (the same libtorch build as
       tuned: a tuned eager loop: the whole split as one tensor, randperm batches, logits +
              binary_cross_entropy_with_logits, one fused mu/logvar layer, losses kept on the
              device, zero_grad(set_to_none=True).
+  reference.py check-export FILE.pt [--data-dir DIR]
+      Loads the state dict `vae_ddp export` wrote (torch.load) into TunedVAE and checks its
+      decoded posterior means for the first 8 test images against FILE.pt.check.npy.
   reference.py parity TRACE_DIR
       Replays a trace written by `vae_ddp trace` (initial weights, batch indices, noise,
       beta) and prints the per-step losses as JSON, with vae_ddp's beside them.
@@ -216,6 +219,24 @@ def parity(trace_dir, tolerance):
     sys.exit(0 if worst <= tolerance else 1)
 
 
+def check_export(path, data_dir, tolerance=1e-5):
+    state = torch.load(path)
+    hidden = [state["encoder.%d.weight" % (2 * i)].shape[0] for i in range(len(state) // 2)
+              if "encoder.%d.weight" % (2 * i) in state]
+    latent = state["head.weight"].shape[0] // 2
+    model = TunedVAE(hidden, latent)
+    model.load_state_dict(state, strict=True)
+    x = load_split(data_dir, False, limit=8)
+    with torch.no_grad():
+        mu, _ = model.head(model.encoder(x)).chunk(2, dim=1)
+        logits = model.decoder(mu)
+    expected = torch.from_numpy(np.load(path + ".check.npy"))
+    err = ((logits - expected).abs().max() / expected.abs().max()).item()
+    print("check-export: %s loads into TunedVAE(%s, %d); largest relative difference %.3g (tolerance %g)"
+          % (path, hidden, latent, err, tolerance))
+    sys.exit(0 if err <= tolerance else 1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -232,10 +253,16 @@ def main():
     t.add_argument("--train-limit", type=int, default=0)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--foreach", action="store_true", help="tuned: multi-tensor Adam")
+    e = sub.add_parser("check-export")
+    e.add_argument("file")
+    e.add_argument("--data-dir", default="data/mnist")
     p = sub.add_parser("parity")
     p.add_argument("trace_dir")
     p.add_argument("--tolerance", type=float, default=1e-4)
     args = ap.parse_args()
+    if args.command == "check-export":
+        torch.set_num_threads(1)
+        check_export(args.file, args.data_dir)
     if args.command == "parity":
         torch.set_num_threads(1)
         parity(args.trace_dir, args.tolerance)

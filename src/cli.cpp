@@ -26,7 +26,8 @@ constexpr const char* kUsage =
     "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
     "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--iw-samples K] [--json]\n"
     "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n"
-    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n";
+    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n"
+    "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n";
 
 // Every option is taken as text and parsed by our own parsers, so each bad value is
 // reported with the flag's name.
@@ -185,6 +186,15 @@ int dispatch(const std::string& command, int argc, char** argv) {
     if (!o) return kExitOk;
     return run_in_world([&](const World& w) { return eval_command(*o, w); });
   }
+  if (command == "export") {
+    std::vector<std::string> rest(argv, argv + argc);
+    const std::string ckpt = take_flag(rest, "--checkpoint").value_or("");
+    const std::string out = take_flag(rest, "--out").value_or("");
+    const std::string data = take_flag(rest, "--data-dir").value_or(Config{}.data_dir);
+    if (rest.size() > 1) throw UsageError(fmt::format("export: unexpected argument '{}'", rest[1]));
+    if (ckpt.empty() || out.empty()) throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
+    return export_command(ckpt, out, data);
+  }
   if (command == "trace") {
     std::vector<std::string> rest(argv, argv + argc);
     const std::string out = take_flag(rest, "--out").value_or("");
@@ -200,7 +210,7 @@ int dispatch(const std::string& command, int argc, char** argv) {
     auto o = parse_sample(argc, argv);
     return o ? sample_command(*o) : kExitOk;
   }
-  throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample or trace (see vae_ddp --help)", command));
+  throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample, trace or export (see vae_ddp --help)", command));
 }
 
 // An error found before MPI started (bad flags) hits every rank alike, so the launcher's

@@ -272,3 +272,22 @@ int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
 }
 
 }  // namespace vae
+
+namespace vae {
+
+int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir) {
+  const Checkpoint ckpt(checkpoint, torch::kCPU);
+  VAE model = load_model(ckpt, torch::kCPU);
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& p : model->named_parameters()) dict.insert(p.key(), p.value().detach().clone());
+  const std::vector<char> bytes = torch::pickle_save(dict);
+  write_file_atomic(out, std::string(bytes.begin(), bytes.end()));
+  const Dataset test = load_mnist(data_dir, Split::kTest, /*verify_md5=*/false, /*limit=*/8);
+  torch::NoGradGuard no_grad;
+  write_npy(out + ".check.npy", model->decode(model->encode(test.images).first));  // [8, 784] logits
+  fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
+             out);
+  return kExitOk;
+}
+
+}  // namespace vae

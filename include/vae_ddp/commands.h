@@ -35,6 +35,12 @@ struct SampleOptions {
 };
 int sample_command(const SampleOptions& options);
 
+// `vae_ddp export --checkpoint X --out FILE.pt`: the model's weights as a state dict that
+// Python's torch.load reads (torch::pickle_save), with the parameter names of
+// bench/reference.py's TunedVAE; next to it FILE.check.npy holds the logits of
+// decode(mu) for the first 8 test images, to check a Python reimplementation against.
+int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir);
+
 // `vae_ddp trace --out DIR [--steps 20] [train options]`: one process runs the first
 // `steps` steps of epoch 1 and writes, as NumPy files, the initial weights and each step's
 // batch indices and noise, with trace.json holding each step's beta and loss. The PyTorch
