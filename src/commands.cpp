@@ -207,8 +207,10 @@ int eval_command(const EvalOptions& o, const World& w) {
   });
   auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
   const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
-  const EvalResult r = evaluate(model, test, seed, device, *comm);
-  const double iw = o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm) : 0.0;
+  const bool binarize = ckpt->config().binarize == "dynamic";  // evaluate as the model was trained
+  const EvalResult r = evaluate(model, test, seed, device, *comm, binarize);
+  const double iw =
+      o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize) : 0.0;
   if (w.rank != 0) return kExitOk;
   if (o.json) {
     fmt::print("{{\"checkpoint\": \"{}\", \"epoch\": {}, \"seed\": {}, \"images\": {}, \"test_loss\": {:.17g}, "

@@ -19,6 +19,7 @@ const std::vector<Field>& config_fields() {
       {"download", &Config::download, "fetch missing MNIST files from the public mirrors"},
       {"verify-md5", &Config::verify_md5, "check the MNIST files against their known md5"},
       {"train-limit", &Config::train_limit, "use only the first N training images (0 = all)"},
+      {"binarize", &Config::binarize, "none | dynamic (pixels resampled as Bernoulli(intensity) at each use)"},
       {"out-dir", &Config::out_dir, "where config, metrics, PNGs and checkpoints go"},
       {"log-every", &Config::log_every, "progress line every N steps (0 = none)"},
       {"sample-every", &Config::sample_every, "sample/reconstruction PNGs every N epochs (0 = none)"},
@@ -226,6 +227,7 @@ void validate(const Config& c) {
   require_non_negative(c.threads, "threads");
   require_non_negative(c.world, "world");
   require_one_of(c.device, {"auto", "cpu", "cuda"}, "device");
+  require_one_of(c.binarize, {"none", "dynamic"}, "binarize");
   require_one_of(c.precision, {"fp32", "bf16", "fp16"}, "precision");
   require_one_of(c.backend, {"auto", "nccl", "mpi"}, "backend");
   require_positive(c.comm_timeout, "comm-timeout");

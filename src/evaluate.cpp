@@ -10,7 +10,8 @@
 
 namespace vae {
 
-EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm) {
+EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm,
+                    bool binarize) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -24,6 +25,7 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
     auto eps = torch::randn({rows, model->latent_dim()}, gen, torch::kFloat32);  // [rows, latent], the whole batch's
     if (shard_size(rows, rank, world) == 0) continue;
     auto x = shard_rows(data.images.slice(/*dim=*/0, start, start + rows), rank, world).to(device);  // [mine, 784]
+    if (binarize) x = binarize_images(x, shard_rows(torch::arange(start, start + rows), rank, world), seed);
     auto out = model->forward(x, shard_rows(eps, rank, world).to(device));
     auto terms = loss_terms(out.logits, x, out.mu, out.logvar);
     sums[0] += terms.bce.to(torch::kFloat64).sum();
@@ -61,7 +63,7 @@ torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tenso
 }  // namespace
 
 double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
-                               Communicator& comm) {
+                               Communicator& comm, bool binarize) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -74,6 +76,7 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
   for (int64_t b = 0; b < mine.size(0); b += per_batch) {
     const auto idx = mine.slice(/*dim=*/0, b, std::min(mine.size(0), b + per_batch));
     auto x = data.images.index_select(0, idx.to(data.images.device())).to(device);  // [m, 784]
+    if (binarize) x = binarize_images(x, idx, seed);
     auto [mu, logvar] = model->encode(x);
     const int64_t m = x.size(0);
     auto acc = torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));

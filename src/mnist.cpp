@@ -12,6 +12,7 @@
 #include "vae_ddp/digest.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/model.h"
+#include "vae_ddp/rng.h"
 
 namespace vae {
 
@@ -104,6 +105,23 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
   auto t = torch::empty(shape, torch::kUInt8);
   if (payload > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, payload);  // empty: no data pointer
   return t;
+}
+
+torch::Tensor binarize_batch(const torch::Tensor& images, int64_t seed, int64_t epoch, int64_t step) {
+  auto gen = make_generator(seed, Stream::kBinarizeTrain, epoch, step);
+  auto u = torch::rand(images.sizes(), gen, torch::kFloat32).to(images.device());
+  return (u < images).to(torch::kFloat32);
+}
+
+torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& indices, int64_t seed) {
+  const auto idx = indices.to(torch::kCPU);
+  std::vector<torch::Tensor> u;
+  for (int64_t i = 0; i < idx.size(0); ++i) {
+    auto gen = make_generator(seed, Stream::kBinarizeEval, idx[i].item<int64_t>());
+    u.push_back(torch::rand({images.size(1)}, gen, torch::kFloat32));
+  }
+  if (u.empty()) return images.clone();
+  return (torch::stack(u).to(images.device()) < images).to(torch::kFloat32);
 }
 
 torch::Tensor read_idx(const std::string& path, int expected_rank) {

@@ -112,7 +112,13 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
     {
       Profiler::Scope timed(profiler_, Phase::kData);
       auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
-      x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
+      if (config_.binarize == "dynamic") {
+        // Drawn for the whole global batch, then sharded: the same pixels at any world size.
+        auto global = train_.images.index_select(/*dim=*/0, perm.slice(/*dim=*/0, start, start + rows));
+        x = shard_rows(binarize_batch(global, config_.seed, epoch_, step), rank, world).contiguous();
+      } else {
+        x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
+      }
       if (maybe_inject_fault(FaultSite::kStep, rank, progress_.global_step) == FaultAction::kPoisonBatch) {
         x = x * std::numeric_limits<float>::quiet_NaN();
       }
@@ -200,6 +206,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t steps = steps_per_epoch();
   const auto perm = epoch_permutation(train_.size(), config_.seed, epoch).to(device_);
+  epoch_ = epoch;
   prepare_noise(epoch);
   if (!beta_.defined()) broadcast_beta();
   auto total = new_sums(device_), interval = new_sums(device_);
@@ -253,6 +260,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
 std::vector<StepRecord> Trainer::trace(int64_t steps) {
   model_->train();
   const auto perm = epoch_permutation(train_.size(), config_.seed, /*epoch=*/1).to(device_);
+  epoch_ = 1;
   prepare_noise(1);
   if (!beta_.defined()) broadcast_beta();
   auto sums = new_sums(device_);
@@ -316,7 +324,7 @@ RunEnd Trainer::run() {
                    progress_.step_in_epoch, steps_per_epoch());
       return RunEnd::kStopped;
     }
-    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_);
+    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_, config_.binarize == "dynamic");
     check_replicas(fmt::format("after epoch {}", epoch));
     const double ips = train.images / std::max(train.seconds, 1e-9);
     if (is_root()) {

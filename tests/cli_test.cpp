@@ -142,6 +142,7 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
   ExpectUsageError("frobnicate", "unknown command 'frobnicate'");
   ExpectUsageError("eval", "--checkpoint PATH is required");
   ExpectUsageError("--backend gloo", "--backend");
+  ExpectUsageError("--binarize static", "--binarize");
   ExpectUsageError("--comm-timeout 0", "--comm-timeout must be positive");
   ExpectUsageError("eval --checkpoint x.pt --iw-samples -1", "--iw-samples must be >= 0");
 }

@@ -200,6 +200,20 @@ TEST_F(ShardedTrainingTest, ShardedEvalMatchesOneProcess) {
   EXPECT_NEAR(a.kld / b.kld, 1.0, 1e-7);
 }
 
+TEST_F(ShardedTrainingTest, BinarizedEpochMatchesOneProcess) {
+  auto comm = Comm("mpi");
+  Config c = Small(dir_.path());
+  c.binarize = "dynamic";
+  Trainer sharded(c, train_, test_, torch::kCPU, *comm);
+  Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());
+  const EpochStats a = sharded.train_epoch(1), b = alone.train_epoch(1);
+  EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-5);
+  EXPECT_LT(MaxRelativeDifference(sharded.model(), alone.model()), 1e-5);
+  const EvalResult ea = evaluate(sharded.model(), test_, 3, torch::kCPU, *comm, /*binarize=*/true);
+  const EvalResult eb = evaluate(alone.model(), test_, 3, torch::kCPU, testing::LocalComm(), true);
+  EXPECT_NEAR(ea.loss / eb.loss, 1.0, 1e-5);
+}
+
 TEST_F(ShardedTrainingTest, ShardedImportanceWeightedNllMatchesOneProcess) {
   auto comm = Comm("mpi");
   Trainer t(Small(dir_.path()), train_, test_, torch::kCPU, *comm);

@@ -154,5 +154,23 @@ TEST(IdxParseTest, HugeDimensionsAreTruncation) {
   }
 }
 
+TEST(BinarizeTest, PixelsAreBernoulliOfTheirIntensity) {
+  const auto images = torch::full({400, kImagePixels}, 0.3f);
+  const auto b = binarize_batch(images, /*seed=*/1, /*epoch=*/2, /*step=*/3);
+  EXPECT_TRUE(torch::logical_or(b == 0, b == 1).all().item<bool>());
+  EXPECT_NEAR(b.mean().item<double>(), 0.3, 0.005);  // 313,600 draws: sd 0.0008
+  EXPECT_TRUE(torch::equal(b, binarize_batch(images, 1, 2, 3)));
+  EXPECT_FALSE(torch::equal(b, binarize_batch(images, 1, 2, 4)));  // a new draw every step
+  EXPECT_TRUE(torch::equal(binarize_batch(torch::zeros({2, 5}), 1, 1, 1), torch::zeros({2, 5})));
+  EXPECT_TRUE(torch::equal(binarize_batch(torch::ones({2, 5}), 1, 1, 1), torch::ones({2, 5})));
+}
+
+TEST(BinarizeTest, TestImageIsBinarizedTheSameInAnyBatch) {
+  const auto images = torch::rand({6, kImagePixels});
+  const auto all = binarize_images(images, torch::arange(10, 16), /*seed=*/4);
+  const auto two = binarize_images(images.slice(0, 3, 5), torch::arange(13, 15), 4);
+  EXPECT_TRUE(torch::equal(all.slice(0, 3, 5), two));
+}
+
 }  // namespace
 }  // namespace vae

@@ -16,6 +16,7 @@ struct Config {
   bool download = false;                  // fetch missing MNIST files from the public mirrors
   bool verify_md5 = true;                 // check the canonical MNIST files against their md5
   int64_t train_limit = 0;                // use only the first N training images (0 = all)
+  std::string binarize = "none";          // none | dynamic: pixels ~ Bernoulli(intensity) each use
   // --- outputs ---
   std::string out_dir = "runs/mnist-vae"; // config.yaml, metrics.csv, PNGs, checkpoints/
   int64_t log_every = 100;                // progress line every N steps (0 = none)

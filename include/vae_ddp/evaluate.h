@@ -25,7 +25,9 @@ constexpr int64_t kEvalBatch = 1000;
 // rank r of W evaluates rows r, r+W, ... of every eval batch (with those rows' noise)
 // and the sums are reduced, so any world size gives the same result up to summation
 // order. Always fp32.
-EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm);
+// binarize: the test images are dynamically binarized (binarize_images, from `seed`).
+EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm,
+                    bool binarize = false);
 
 // The importance-weighted estimate of -log p(x) per image (Burda et al. 2015), in nats:
 //   -mean_x log( 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x) ),  z_k ~ q(z|x).
@@ -34,6 +36,6 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
 // noise of image i comes from (seed, i), so any world size gives the same estimate.
 // Collective: rank r of W takes images r, r+W, ...
 double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
-                               Communicator& comm);
+                               Communicator& comm, bool binarize = false);
 
 }  // namespace vae

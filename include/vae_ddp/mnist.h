@@ -30,6 +30,14 @@ std::string mnist_file_name(Split split, bool labels);
 // The md5 of the uncompressed canonical file.
 std::string mnist_md5(Split split, bool labels);
 
+// Dynamic binarization (--binarize dynamic): each pixel becomes 1 with probability equal
+// to its intensity. `binarize_batch` draws for all rows [rows, 784] from one generator
+// (a global training batch: seed, epoch, step); `binarize_images` draws per image from
+// (seed, its index), so a test image is binarized the same way whichever batch or rank
+// evaluates it.
+torch::Tensor binarize_batch(const torch::Tensor& images, int64_t seed, int64_t epoch, int64_t step);
+torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& indices, int64_t seed);
+
 // Loads one split from `dir`: for each file, `<name>` or `<name>.gz`. With verify_md5,
 // the uncompressed bytes must match the canonical MNIST md5. limit > 0 keeps the first
 // `limit` images. Throws UsageError naming the directory or file on any problem.

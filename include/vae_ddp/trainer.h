@@ -108,6 +108,7 @@ class Trainer {
   Profiler profiler_;
   KLSchedule schedule_;
   TrainProgress progress_;
+  int64_t epoch_ = 0;          // the epoch being trained (1-based)
   torch::Tensor epoch_noise_;  // [n, latent]: the epoch's noise, global batches in step order
   torch::Tensor beta_;      // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
