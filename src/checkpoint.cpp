@@ -1,6 +1,9 @@
 #include "vae_ddp/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <regex>
 #include <fstream>
 #include <sstream>
 
@@ -100,6 +103,19 @@ void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& op
     return size;
   });
   write_file_atomic(path, with_trailer(std::move(bytes)), before_rename);
+}
+
+std::vector<std::pair<int64_t, std::string>> epoch_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  const std::regex pattern(R"(epoch_(\d+)\.pt)");
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (std::regex_match(name, m, pattern)) found.emplace_back(std::stoll(m[1]), entry.path().string());
+  }
+  std::sort(found.rbegin(), found.rend());
+  return found;
 }
 
 std::string read_checkpoint_bytes(const std::string& path) {

@@ -78,11 +78,6 @@ std::optional<Config> parse_train(int argc, char** argv) {
   validate(c);
   // Checked before MPI or NCCL start, from the device type `auto` resolves to.
   validate_for_device(c, c.device == "cuda" || (c.device == "auto" && cuda_usable()));
-  if (!started_by_launcher() && c.world > 1) {
-    throw UsageError(fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
-                                 "(or ./launch/train --np {} ...), or pass --world 1",
-                                 c.world, c.world, c.world));
-  }
   return c;
 }
 

@@ -1,7 +1,6 @@
 #include "vae_ddp/commands.h"
 
 #include <filesystem>
-#include <regex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -44,16 +43,7 @@ ResumeSource find_resume(const Config& c) {
   const std::string dir = c.out_dir + "/checkpoints";
   std::vector<std::string> candidates;
   if (std::filesystem::exists(dir + "/last.pt")) candidates.push_back(dir + "/last.pt");
-  std::vector<std::pair<int64_t, std::string>> epochs;
-  const std::regex pattern(R"(epoch_(\d+)\.pt)");
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    std::smatch m;
-    const std::string name = entry.path().filename().string();
-    if (std::regex_match(name, m, pattern)) epochs.emplace_back(std::stoll(m[1]), entry.path().string());
-  }
-  std::sort(epochs.rbegin(), epochs.rend());
-  for (const auto& e : epochs) candidates.push_back(e.second);
+  for (const auto& e : epoch_checkpoints(dir)) candidates.push_back(e.second);
   std::string first_problem;
   for (const auto& path : candidates) {
     try {

@@ -3,7 +3,6 @@
 #include <chrono>
 #include <limits>
 #include <filesystem>
-#include <regex>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -81,6 +80,14 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
   beta_ = torch::Tensor();
 }
 
+torch::Tensor Trainer::begin_epoch(int64_t epoch) {
+  model_->train();
+  epoch_ = epoch;
+  prepare_noise(epoch);
+  if (!beta_.defined()) broadcast_beta();
+  return epoch_permutation(train_.size(), config_.seed, epoch).to(device_);
+}
+
 void Trainer::prepare_noise(int64_t epoch) {
   std::vector<torch::Tensor> steps;
   for (int64_t step = 0, start = 0; start < train_.size(); ++step, start += config_.batch_size) {
@@ -106,6 +113,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
   const int rank = comm_.world().rank, world = comm_.world().size;
   const int64_t start = step * config_.batch_size;
   const int64_t rows = std::min(config_.batch_size, train_.size() - start);  // the global batch
+  const bool poison = maybe_inject_fault(FaultSite::kStep, rank, progress_.global_step) == FaultAction::kPoisonBatch;
   grads_->zero();
   if (shard_size(rows, rank, world) > 0) {
     torch::Tensor x, eps;
@@ -119,9 +127,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
       } else {
         x = train_.images.index_select(/*dim=*/0, idx);  // [mine, 784]
       }
-      if (maybe_inject_fault(FaultSite::kStep, rank, progress_.global_step) == FaultAction::kPoisonBatch) {
-        x = x * std::numeric_limits<float>::quiet_NaN();
-      }
+      if (poison) x = x * std::numeric_limits<float>::quiet_NaN();
       // The noise of the whole global batch, so each image gets the same eps at any world size.
       eps = shard_rows(epoch_noise_.slice(/*dim=*/0, start, start + rows), rank, world);
       if (record) {
@@ -202,13 +208,9 @@ bool Trainer::must_stop(int64_t epoch, int64_t step) {
 }
 
 EpochStats Trainer::train_epoch(int64_t epoch) {
-  model_->train();
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t steps = steps_per_epoch();
-  const auto perm = epoch_permutation(train_.size(), config_.seed, epoch).to(device_);
-  epoch_ = epoch;
-  prepare_noise(epoch);
-  if (!beta_.defined()) broadcast_beta();
+  const auto perm = begin_epoch(epoch);
   auto total = new_sums(device_), interval = new_sums(device_);
   // Resuming mid-epoch: continue at the next step, with the done steps' sums counted once.
   const int64_t first = progress_.step_in_epoch;
@@ -219,7 +221,6 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   EpochStats s;
   for (int64_t step = first; step < steps; ++step) {
-    maybe_inject_fault(FaultSite::kStep, comm_.world().rank, progress_.global_step);
     if (!train_step(perm, step, interval)) ++s.skipped_steps;
     const bool stop = must_stop(epoch, step);
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
@@ -258,11 +259,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
 }
 
 std::vector<StepRecord> Trainer::trace(int64_t steps) {
-  model_->train();
-  const auto perm = epoch_permutation(train_.size(), config_.seed, /*epoch=*/1).to(device_);
-  epoch_ = 1;
-  prepare_noise(1);
-  if (!beta_.defined()) broadcast_beta();
+  const auto perm = begin_epoch(1);
   auto sums = new_sums(device_);
   std::vector<StepRecord> records(static_cast<size_t>(std::min(steps, steps_per_epoch())));
   for (size_t k = 0; k < records.size(); ++k) train_step(perm, static_cast<int64_t>(k), sums, &records[k]);
@@ -294,14 +291,7 @@ void Trainer::write_checkpoints(int64_t epoch) {
   save(epoch_file(dir, epoch, "pt"), epoch);
   if (config_.keep_checkpoints == 0) return;
   // Prune the oldest epoch_NNN.pt beyond the newest keep_checkpoints.
-  std::vector<std::pair<int64_t, std::filesystem::path>> found;
-  const std::regex pattern(R"(epoch_(\d+)\.pt)");
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::smatch m;
-    const std::string name = entry.path().filename().string();
-    if (std::regex_match(name, m, pattern)) found.emplace_back(std::stoll(m[1]), entry.path());
-  }
-  std::sort(found.rbegin(), found.rend());
+  const auto found = epoch_checkpoints(dir);
   for (size_t i = static_cast<size_t>(config_.keep_checkpoints); i < found.size(); ++i) {
     std::filesystem::remove(found[i].second);
   }

@@ -8,6 +8,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -63,6 +65,9 @@ class Checkpoint {
   TrainProgress progress_;
   std::shared_ptr<torch::serialize::InputArchive> archive_;
 };
+
+// The epoch_NNN.pt files in `dir` as (epoch, path), newest first; none if `dir` is absent.
+std::vector<std::pair<int64_t, std::string>> epoch_checkpoints(const std::string& dir);
 
 // The whole file. Throws UsageError naming it when it cannot be read.
 std::string read_checkpoint_bytes(const std::string& path);

@@ -84,6 +84,9 @@ class Trainer {
   // Reads the step's agreed control slots (stop, non-finite); throws on a non-finite loss.
   // Returns true when every rank must stop now.
   bool must_stop(int64_t epoch, int64_t step);
+  // Sets up `epoch` (train mode, its noise, beta if not yet known); returns its
+  // permutation on the device.
+  torch::Tensor begin_epoch(int64_t epoch);
   // Draws the epoch's reparameterisation noise, step by step from (seed, epoch, step),
   // into epoch_noise_ on the device: the steps then slice it, with no copy per step.
   void prepare_noise(int64_t epoch);
