@@ -164,11 +164,12 @@ void Checkpoint::restore_model(VAE& model) const {
     archive_->read("model", model_ar);
     // Load into a twin and copy the values over: loading rebinds each tensor's storage,
     // and the model's parameters must stay where they are (views into flat buffers).
-    VAE loaded(config_.hidden_dims, config_.latent_dim);
+    VAE loaded(model_options(config_));
     loaded->load(model_ar);
-    const auto src = loaded->parameters();
-    auto dst = model->parameters();
-    TORCH_CHECK(src.size() == dst.size(), "expected ", dst.size(), " parameter tensors, found ", src.size());
+    auto src = loaded->parameters(), dst = model->parameters();
+    for (const auto& b : loaded->buffers()) src.push_back(b);  // BatchNorm running statistics
+    for (const auto& b : model->buffers()) dst.push_back(b);
+    TORCH_CHECK(src.size() == dst.size(), "expected ", dst.size(), " tensors, found ", src.size());
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < dst.size(); ++i) {
       TORCH_CHECK(src[i].sizes() == dst[i].sizes(), "parameter ", i, " has shape ", src[i].sizes(), ", expected ",

@@ -85,7 +85,7 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
   EvalOptions o;
   cxxopts::Options opts("vae_ddp eval", "Evaluate a checkpoint on the MNIST test set.");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
-      "data-dir", "MNIST directory (default: " + o.data_dir + ")", text_value())(
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
       "seed", "noise seed (default: the checkpoint's)", text_value())(
       "iw-samples", "also estimate -log p(x) by importance weighting with K samples per image (e.g. 5000)",
       text_value())("json", "print one JSON object",

@@ -92,9 +92,17 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
                TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
                comm.name() == "nccl" ? " " + nccl_version() : "");
   spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
-               describe_architecture(c), parameters, c.precision, c.data_dir, train_images, test_images,
+               describe_architecture(c), parameters, c.precision, c.dataset + " " + resolved_data_dir(c), train_images, test_images,
                trainer.steps_per_epoch(), c.batch_size);
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
+}
+
+// The data settings of a checkpoint's run, with --data-dir (when given) and --verify-md5
+// from the command line: eval and export read the dataset the model was trained on.
+Config data_config(Config trained, const std::string& data_dir, bool verify_md5) {
+  if (!data_dir.empty()) trained.data_dir = data_dir;
+  trained.verify_md5 = verify_md5;
+  return trained;
 }
 
 int64_t count_parameters(VAE& model) {
@@ -105,7 +113,7 @@ int64_t count_parameters(VAE& model) {
 
 // The model stored in a checkpoint, on `device`, in eval mode.
 VAE load_model(const Checkpoint& ckpt, torch::Device device) {
-  VAE model(ckpt.config().hidden_dims, ckpt.config().latent_dim);
+  VAE model(model_options(ckpt.config()));
   model->to(device);
   ckpt.restore_model(model);
   model->eval();
@@ -129,7 +137,7 @@ int train_command(const Config& c, const World& w) {
     ckpt_path = std::move(src.path);
     ckpt_bytes = std::move(src.bytes);
     if (!src.note.empty()) spdlog::warn("{}", src.note);
-    if (c.download) download_mnist(c.data_dir);
+    if (c.download) download_mnist(resolved_data_dir(c));
   });
   check_same_config(w, c);
   broadcast_bytes(w, ckpt_path);
@@ -142,8 +150,8 @@ int train_command(const Config& c, const World& w) {
       ckpt = std::make_unique<Checkpoint>(ckpt_path, ckpt_bytes, device);
       check_resumable(*ckpt, c);  // before the data is read: fail fast
     }
-    train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
-    test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);
+    train = load_dataset(c, Split::kTrain);
+    test = load_dataset(c, Split::kTest);
   });
   ckpt_bytes.clear();
   const int64_t train_images = train.size(), test_images = test.size();
@@ -193,7 +201,12 @@ int eval_command(const EvalOptions& o, const World& w) {
   run_collectively(w, [&] {
     ckpt = std::make_unique<Checkpoint>(o.checkpoint, bytes, device);
     model = load_model(*ckpt, device);
-    test = load_mnist(o.data_dir, Split::kTest, o.verify_md5);
+    if (o.iw_samples > 0 && ckpt->config().recon_loss == "mse") {
+      throw UsageError(fmt::format("--iw-samples: {} was trained with --recon-loss mse, which is not a likelihood; "
+                                   "the importance-weighted NLL needs a Bernoulli decoder (--recon-loss bce)",
+                                   o.checkpoint));
+    }
+    test = load_dataset(data_config(ckpt->config(), o.data_dir, o.verify_md5), Split::kTest);
   });
   auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
   const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
@@ -241,8 +254,8 @@ int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw UsageError(fmt::format("--out {}: cannot create it: {}", out_dir, ec.message()));
-  Dataset train = load_mnist(c.data_dir, Split::kTrain, c.verify_md5, c.train_limit);
-  Dataset test = load_mnist(c.data_dir, Split::kTest, c.verify_md5);
+  Dataset train = load_dataset(c, Split::kTrain);
+  Dataset test = load_dataset(c, Split::kTest);
   auto comm = make_local_communicator(World{});
   Trainer trainer(c, std::move(train), std::move(test), device, *comm);
   for (const auto& p : trainer.model()->named_parameters()) {
@@ -251,7 +264,7 @@ int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
   const auto records = trainer.trace(steps);
   std::string json = fmt::format("{{\"data_dir\": \"{}\", \"config\": {{\"hidden\": [{}], \"latent\": {}, \"lr\": {}}}, "
                                  "\"steps\": [",
-                                 std::filesystem::absolute(c.data_dir).string(), fmt::join(c.hidden_dims, ", "),
+                                 std::filesystem::absolute(resolved_data_dir(c)).string(), fmt::join(c.hidden_dims, ", "),
                                  c.latent_dim, c.lr);
   for (size_t k = 0; k < records.size(); ++k) {
     write_npy(fmt::format("{}/step{:03d}.idx.npy", out_dir, k), records[k].indices);
@@ -272,11 +285,14 @@ int export_command(const std::string& checkpoint, const std::string& out, const 
   VAE model = load_model(ckpt, torch::kCPU);
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
   for (const auto& p : model->named_parameters()) dict.insert(p.key(), p.value().detach().clone());
+  for (const auto& b : model->named_buffers()) dict.insert(b.key(), b.value().detach().clone());
   const std::vector<char> bytes = torch::pickle_save(dict);
   write_file_atomic(out, std::string(bytes.begin(), bytes.end()));
-  const Dataset test = load_mnist(data_dir, Split::kTest, /*verify_md5=*/false, /*limit=*/8);
+  Dataset test = load_dataset(data_config(ckpt.config(), data_dir, /*verify_md5=*/false), Split::kTest);
+  test = {test.images.slice(0, 0, 8), test.labels.slice(0, 0, 8)};
   torch::NoGradGuard no_grad;
-  write_npy(out + ".check.npy", model->decode(model->encode(test.images).first));  // [8, 784] logits
+  const ForwardExtras labels{test.labels};
+  write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits
   fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
              out);
   return kExitOk;

@@ -15,7 +15,8 @@ namespace vae {
 
 const std::vector<Field>& config_fields() {
   static const std::vector<Field> fields = {
-      {"data-dir", &Config::data_dir, "directory with the MNIST IDX files (raw or .gz)"},
+      {"dataset", &Config::dataset, "mnist | fashion-mnist (Debian's dataset-fashion-mnist)"},
+      {"data-dir", &Config::data_dir, "directory with the IDX files, raw or .gz (empty: data/mnist, or Debian's fashion-mnist)"},
       {"download", &Config::download, "fetch missing MNIST files from the public mirrors"},
       {"verify-md5", &Config::verify_md5, "check the MNIST files against their known md5"},
       {"train-limit", &Config::train_limit, "use only the first N training images (0 = all)"},
@@ -29,9 +30,17 @@ const std::vector<Field>& config_fields() {
       {"requeue", &Config::requeue, "under Slurm, requeue the job after a stop signal (SIGUSR1/SIGTERM) checkpoint"},
       {"hidden-dims", &Config::hidden_dims, "encoder hidden widths, comma list; decoder mirrors"},
       {"latent-dim", &Config::latent_dim, "size of the latent z"},
+      {"activation", &Config::activation, "relu | leaky_relu | tanh"},
+      {"batch-norm", &Config::batch_norm, "BatchNorm after each hidden Linear (statistics over the global batch)"},
+      {"dropout", &Config::dropout, "dropout probability after each hidden activation"},
+      {"conditional", &Config::conditional, "conditional VAE: one-hot label appended to encoder and decoder input"},
+      {"recon-loss", &Config::recon_loss, "bce (Bernoulli likelihood) | mse (squared error)"},
       {"epochs", &Config::epochs, "train through this epoch"},
       {"batch-size", &Config::batch_size, "global batch size (all ranks together)"},
-      {"lr", &Config::lr, "Adam learning rate"},
+      {"lr", &Config::lr, "learning rate"},
+      {"optimizer", &Config::optimizer, "adam | adamw"},
+      {"weight-decay", &Config::weight_decay, "adam: L2 penalty in the gradient; adamw: decoupled weight decay"},
+      {"grad-clip", &Config::grad_clip, "clip the global gradient norm to this value (0 = off)"},
       {"seed", &Config::seed, "seed of init, shuffling, noise and evaluation"},
       {"beta", &Config::beta, "weight of the KL term"},
       {"kl-schedule", &Config::kl_schedule, "constant | linear | cyclical"},
@@ -202,7 +211,7 @@ void validate(const Config& c) {
       require(is_utf8(c.**m), fmt::format("--{}: not valid UTF-8 text", f.name));
     }
   }
-  require(!c.data_dir.empty(), "--data-dir must not be empty");
+  require_one_of(c.dataset, {"mnist", "fashion-mnist"}, "dataset");
   require(!c.out_dir.empty(), "--out-dir must not be empty");
   require_non_negative(c.train_limit, "train-limit");
   require_non_negative(c.log_every, "log-every");
@@ -215,6 +224,12 @@ void validate(const Config& c) {
     require(h > 0, fmt::format("--hidden-dims: every width must be positive, got {}", join(c.hidden_dims)));
   }
   require_positive(c.latent_dim, "latent-dim");
+  require_one_of(c.activation, {"relu", "leaky_relu", "tanh"}, "activation");
+  require(c.dropout >= 0 && c.dropout < 1, fmt::format("--dropout must be in [0, 1), got {}", c.dropout));
+  require_one_of(c.recon_loss, {"bce", "mse"}, "recon-loss");
+  require_one_of(c.optimizer, {"adam", "adamw"}, "optimizer");
+  require_non_negative(c.weight_decay, "weight-decay");
+  require_non_negative(c.grad_clip, "grad-clip");
   require_positive(c.epochs, "epochs");
   require_positive(c.batch_size, "batch-size");
   require_positive(c.lr, "lr");
@@ -306,11 +321,21 @@ bool operator==(const Config& a, const Config& b) {
 }
 
 bool same_architecture(const Config& a, const Config& b) {
-  return a.hidden_dims == b.hidden_dims && a.latent_dim == b.latent_dim;
+  return a.hidden_dims == b.hidden_dims && a.latent_dim == b.latent_dim && a.activation == b.activation &&
+         a.batch_norm == b.batch_norm && a.conditional == b.conditional;
 }
 
 std::string describe_architecture(const Config& c) {
-  return fmt::format("784-{}-{}", fmt::join(c.hidden_dims, "-"), c.latent_dim);
+  std::string text = fmt::format("784-{}-{}", fmt::join(c.hidden_dims, "-"), c.latent_dim);
+  if (c.activation != Config{}.activation) text += " " + c.activation;
+  if (c.batch_norm) text += " batchnorm";
+  if (c.conditional) text += " conditional";
+  return text;
+}
+
+std::string resolved_data_dir(const Config& c) {
+  if (!c.data_dir.empty()) return c.data_dir;
+  return c.dataset == "fashion-mnist" ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
 }
 
 }  // namespace vae

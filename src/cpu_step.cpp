@@ -37,6 +37,10 @@ torch::Tensor linear_backward(const torch::Tensor& g, const torch::Tensor& in, c
 
 }  // namespace
 
+bool CpuStep::supports(const ModelOptions& o) {
+  return o.activation == "relu" && !o.batch_norm && o.dropout == 0 && !o.conditional && o.recon_loss == "bce";
+}
+
 CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_dim()) {
   for (const auto& p : model->parameters()) {
     TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() &&

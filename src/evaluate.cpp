@@ -26,8 +26,9 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
     if (shard_size(rows, rank, world) == 0) continue;
     auto x = shard_rows(data.images.slice(/*dim=*/0, start, start + rows), rank, world).to(device);  // [mine, 784]
     if (binarize) x = binarize_images(x, shard_rows(torch::arange(start, start + rows), rank, world), seed);
-    auto out = model->forward(x, shard_rows(eps, rank, world).to(device));
-    auto terms = loss_terms(out.logits, x, out.mu, out.logvar);
+    const ForwardExtras labels{shard_rows(data.labels.slice(/*dim=*/0, start, start + rows), rank, world)};
+    auto out = model->forward(x, shard_rows(eps, rank, world).to(device), labels);
+    auto terms = loss_terms(out.logits, x, out.mu, out.logvar, model->options().recon_loss == "mse");
     sums[0] += terms.bce.to(torch::kFloat64).sum();
     sums[1] += terms.kld.to(torch::kFloat64).sum();
   }
@@ -49,10 +50,11 @@ constexpr int64_t kRowsPerDecode = 4096;  // decoder rows per chunk: images x sa
 // log w [images, samples] for images x with posterior (mu, logvar) and noise eps
 // [images, samples, latent]; the 2*pi terms of p(z) and q(z|x) cancel.
 torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tensor& mu, const torch::Tensor& logvar,
-                          const torch::Tensor& eps) {
+                          const torch::Tensor& eps, const torch::Tensor& labels) {
   const int64_t m = eps.size(0), s = eps.size(1), latent = eps.size(2);
   auto z = mu.unsqueeze(1) + torch::exp(0.5 * logvar).unsqueeze(1) * eps;  // [m, s, L]
-  auto logits = model->decode(z.reshape({m * s, latent})).reshape({m, s, kImagePixels});
+  const ForwardExtras repeated{labels.repeat_interleave(s)};  // each image's label for its s samples
+  auto logits = model->decode(z.reshape({m * s, latent}), repeated).reshape({m, s, kImagePixels});
   auto target = x.unsqueeze(1).expand({m, s, kImagePixels});
   auto bce = torch::nn::functional::binary_cross_entropy_with_logits(
                  logits, target, torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
@@ -77,7 +79,8 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
     const auto idx = mine.slice(/*dim=*/0, b, std::min(mine.size(0), b + per_batch));
     auto x = data.images.index_select(0, idx.to(data.images.device())).to(device);  // [m, 784]
     if (binarize) x = binarize_images(x, idx, seed);
-    auto [mu, logvar] = model->encode(x);
+    const auto labels = data.labels.index_select(0, idx.to(data.labels.device())).to(device);
+    auto [mu, logvar] = model->encode(x, ForwardExtras{labels});
     const int64_t m = x.size(0);
     auto acc = torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));
     for (int64_t start = 0, c = 0; start < samples; start += chunk, ++c) {
@@ -87,7 +90,7 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
         auto gen = make_generator(seed, Stream::kImportance, idx[i].item<int64_t>(), c);
         noise.push_back(torch::randn({s, latent}, gen, torch::kFloat32));
       }
-      auto lw = log_weights(model, x, mu, logvar, torch::stack(noise).to(device));  // [m, s]
+      auto lw = log_weights(model, x, mu, logvar, torch::stack(noise).to(device), labels);  // [m, s]
       acc = torch::logaddexp(acc, torch::logsumexp(lw.to(torch::kFloat64), /*dim=*/1));
     }
     total += (acc - std::log(static_cast<double>(samples))).sum();

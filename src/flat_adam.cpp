@@ -28,8 +28,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void adam_cpu(float
 
 }  // namespace
 
-FlatAdam::FlatAdam(torch::optim::Adam& adam, std::vector<torch::Tensor> params, torch::Tensor flat_grads)
-    : adam_(adam), params_(std::move(params)), flat_grads_(std::move(flat_grads)) {
+FlatAdam::FlatAdam(torch::optim::Adam& adam, std::vector<torch::Tensor> params, torch::Tensor flat_grads,
+                   bool decoupled_weight_decay)
+    : adam_(adam), params_(std::move(params)), flat_grads_(std::move(flat_grads)), decoupled_(decoupled_weight_decay) {
   int64_t n = 0;
   for (const auto& p : params_) n += p.numel();
   TORCH_CHECK(n == flat_grads_.numel(), "FlatAdam: gradient buffer size does not match the parameters");
@@ -79,6 +80,13 @@ void FlatAdam::step() {
   const double bc1 = 1 - std::pow(beta1, static_cast<double>(step_));
   const double bc2 = 1 - std::pow(beta2, static_cast<double>(step_));
   const double step_size = opts.lr() / bc1;
+  if (opts.weight_decay() > 0) {
+    if (decoupled_) {
+      flat_params_.mul_(1 - opts.lr() * opts.weight_decay());  // AdamW: decay the weights themselves
+    } else {
+      flat_grads_.add_(flat_params_, opts.weight_decay());  // Adam: L2 penalty folded into the gradient
+    }
+  }
   if (flat_params_.device().is_cpu()) {
     adam_cpu(flat_params_.data_ptr<float>(), flat_grads_.data_ptr<float>(), exp_avg_.data_ptr<float>(),
              exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1),
@@ -91,6 +99,13 @@ void FlatAdam::step() {
   exp_avg_sq_.mul_(beta2).addcmul_(flat_grads_, flat_grads_, 1 - beta2);
   auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(opts.eps());
   flat_params_.addcdiv_(exp_avg_, denom, -step_size);
+}
+
+torch::Tensor clip_grad_norm(torch::Tensor grads, double max_norm) {
+  torch::NoGradGuard no_grad;
+  auto norm = grads.norm();
+  grads.mul_(torch::clamp_max(max_norm / (norm + 1e-6), 1.0));
+  return norm;
 }
 
 }  // namespace vae

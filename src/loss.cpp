@@ -24,9 +24,14 @@ torch::Tensor bernoulli_nll(const torch::Tensor& logits, const torch::Tensor& x)
       .sum(/*dim=*/1);
 }
 
+torch::Tensor squared_error(const torch::Tensor& logits, const torch::Tensor& x) {
+  return (torch::sigmoid(logits) - x).square().sum(/*dim=*/1);
+}
+
 LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x, const torch::Tensor& mu,
-                     const torch::Tensor& logvar) {
-  return {bernoulli_nll(at_least_fp32(logits), x), kl_divergence(at_least_fp32(mu), at_least_fp32(logvar))};
+                     const torch::Tensor& logvar, bool mse) {
+  const auto l = at_least_fp32(logits);
+  return {mse ? squared_error(l, x) : bernoulli_nll(l, x), kl_divergence(at_least_fp32(mu), at_least_fp32(logvar))};
 }
 
 torch::Tensor objective(const LossTerms& t, double beta, int64_t global_batch) {

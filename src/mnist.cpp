@@ -53,19 +53,23 @@ void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, c
 }
 
 // `<dir>/<name>` if present, else `<dir>/<name>.gz`; throws naming both when neither exists.
-std::string locate(const std::string& dir, const std::string& name) {
+std::string where_to_get(const std::string& dataset) {
+  return dataset == "fashion-mnist" ? "install Debian's dataset-fashion-mnist package, or pass --data-dir"
+                                    : "run ./launch/train to fetch MNIST, or pass --download";
+}
+
+std::string locate(const std::string& dir, const std::string& name, const std::string& dataset) {
   const std::string raw = dir + "/" + name;
   if (is_file(raw)) return raw;
   if (is_file(raw + ".gz")) return raw + ".gz";
-  throw UsageError(fmt::format("--data-dir {}: missing {} (or {}.gz); run ./launch/train to fetch MNIST, "
-                               "or pass --download",
-                               dir, name, name));
+  throw UsageError(fmt::format("--data-dir {}: missing {} (or {}.gz); {}", dir, name, name, where_to_get(dataset)));
 }
 
-torch::Tensor load_file(const std::string& dir, Split split, bool labels, bool verify_md5) {
-  const std::string path = locate(dir, mnist_file_name(split, labels));
+torch::Tensor load_file(const std::string& dataset, const std::string& dir, Split split, bool labels,
+                        bool verify_md5) {
+  const std::string path = locate(dir, mnist_file_name(split, labels), dataset);
   const auto bytes = read_all(path);
-  if (verify_md5) check_md5(bytes, mnist_md5(split, labels), path);
+  if (verify_md5) check_md5(bytes, dataset_md5(dataset, split, labels), path);
   return parse_idx(bytes, labels ? 1 : 3, path);
 }
 
@@ -133,18 +137,30 @@ std::string mnist_file_name(Split split, bool labels) {
   return labels ? fmt::format("{}-labels-idx1-ubyte", prefix) : fmt::format("{}-images-idx3-ubyte", prefix);
 }
 
-std::string mnist_md5(Split split, bool labels) {
+std::string dataset_md5(const std::string& dataset, Split split, bool labels) {
+  if (dataset == "fashion-mnist") {
+    if (split == Split::kTrain) return labels ? "9018921c3c673c538a1fc5bad174d6f9" : "f4a8712d7a061bf5bd6d2ca38dc4d50a";
+    return labels ? "15d484375f8d13e6eb1aabb0c3f46965" : "8181f5470baa50b63fa0f6fddb340f0a";
+  }
   if (split == Split::kTrain) return labels ? "a25bea736e30d166cdddb491f175f624" : "6bbc9ace898e44ae57da46a324031adb";
   return labels ? "27ae3e4e09519cfbb04c329615203637" : "2646ac647ad5339dbf082846283269ea";
 }
 
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit) {
+  return load_dataset("mnist", dir, split, verify_md5, limit);
+}
+
+Dataset load_dataset(const Config& c, Split split) {
+  return load_dataset(c.dataset, resolved_data_dir(c), split, c.verify_md5, split == Split::kTrain ? c.train_limit : 0);
+}
+
+Dataset load_dataset(const std::string& dataset, const std::string& dir, Split split, bool verify_md5, int64_t limit) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw UsageError(fmt::format("--data-dir {}: no such directory; run ./launch/train to fetch MNIST, or pass --download", dir));
+    throw UsageError(fmt::format("--data-dir {}: no such directory; {}", dir, where_to_get(dataset)));
   }
-  auto images = load_file(dir, split, /*labels=*/false, verify_md5);  // [N, H, W] uint8
-  auto labels = load_file(dir, split, /*labels=*/true, verify_md5);   // [N] uint8
+  auto images = load_file(dataset, dir, split, /*labels=*/false, verify_md5);  // [N, H, W] uint8
+  auto labels = load_file(dataset, dir, split, /*labels=*/true, verify_md5);   // [N] uint8
   const std::string images_path = dir + "/" + mnist_file_name(split, false);
   if (images.size(1) != kImageSide || images.size(2) != kImageSide) {
     throw UsageError(fmt::format("{}: images are {}x{}, expected {}x{}", images_path, images.size(1),

@@ -51,12 +51,16 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
       profiler_(config_.profile, device),
       schedule_(config_, steps_per_epoch()) {  // uses config_ and train_, initialised above
   torch::manual_seed(derive_seed(config_.seed, Stream::kInit));
-  model_ = VAE(config_.hidden_dims, config_.latent_dim);
+  model_ = VAE(model_options(config_));
   model_->to(device_);
-  optimizer_ = std::make_unique<torch::optim::Adam>(model_->parameters(), torch::optim::AdamOptions(config_.lr));
+  model_->set_communicator(&comm_);  // BatchNorm statistics over the global batch
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      model_->parameters(), torch::optim::AdamOptions(config_.lr).weight_decay(config_.weight_decay));
   grads_ = std::make_unique<GradBuffer>(model_->parameters());
-  adam_ = std::make_unique<FlatAdam>(*optimizer_, model_->parameters(), grads_->grads());
-  if (config_.cpu_fast_path && device_.is_cpu() && precision_ == Precision::kFP32) {
+  adam_ = std::make_unique<FlatAdam>(*optimizer_, model_->parameters(), grads_->grads(),
+                                     /*decoupled_weight_decay=*/config_.optimizer == "adamw");
+  if (config_.cpu_fast_path && device_.is_cpu() && precision_ == Precision::kFP32 &&
+      CpuStep::supports(model_->options())) {
     cpu_step_ = std::make_unique<CpuStep>(model_);
   }
   broadcast_parameters(model_->parameters(), comm_);
@@ -115,8 +119,10 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
   const int64_t rows = std::min(config_.batch_size, train_.size() - start);  // the global batch
   const bool poison = maybe_inject_fault(FaultSite::kStep, rank, progress_.global_step) == FaultAction::kPoisonBatch;
   grads_->zero();
-  if (shard_size(rows, rank, world) > 0) {
+  // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
+  if (shard_size(rows, rank, world) > 0 || config_.batch_norm) {
     torch::Tensor x, eps;
+    ForwardExtras extras;
     {
       Profiler::Scope timed(profiler_, Phase::kData);
       auto idx = shard_rows(perm.slice(/*dim=*/0, start, start + rows), rank, world);
@@ -130,6 +136,11 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
       if (poison) x = x * std::numeric_limits<float>::quiet_NaN();
       // The noise of the whole global batch, so each image gets the same eps at any world size.
       eps = shard_rows(epoch_noise_.slice(/*dim=*/0, start, start + rows), rank, world);
+      if (config_.conditional) extras.labels = train_.labels.index_select(/*dim=*/0, idx);
+      // Dropout masks, like the noise, are drawn for the global batch and then sharded.
+      for (auto& m : dropout_masks(model_->hidden_widths(), config_.dropout, rows, config_.seed, epoch_, step)) {
+        extras.dropout.push_back(shard_rows(m, rank, world).to(device_));
+      }
       if (record) {
         record->indices = idx.clone();
         record->eps = eps.clone();
@@ -144,8 +155,8 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
       {
         Profiler::Scope timed(profiler_, Phase::kForward);
         AutocastGuard autocast(device_, precision_);
-        auto out = model_->forward(x, eps);
-        terms = loss_terms(out.logits, x, out.mu, out.logvar);
+        auto out = model_->forward(x, eps, extras);
+        terms = loss_terms(out.logits, x, out.mu, out.logvar, config_.recon_loss == "mse");
         loss = objective(terms, beta_, rows);  // this rank's images' sum / global batch
       }
       Profiler::Scope timed(profiler_, Phase::kBackward);
@@ -177,6 +188,7 @@ bool Trainer::train_step(const torch::Tensor& perm, int64_t step, torch::Tensor&
   Profiler::Scope timed(profiler_, Phase::kOptimizer);
   auto g = grads_->grads();
   const bool skip = scaler_.unscale_and_update(g, grads_->slot(GradBuffer::kFoundInf));
+  if (!skip && config_.grad_clip > 0) clip_grad_norm(g, config_.grad_clip);  // the summed, unscaled gradient
   if (!skip) adam_->step();
   ++progress_.global_step;
   return !skip;
@@ -269,11 +281,13 @@ std::vector<StepRecord> Trainer::trace(int64_t steps) {
 void Trainer::write_images(int64_t epoch) {
   torch::NoGradGuard no_grad;
   model_->eval();
-  auto samples = torch::sigmoid(model_->decode(sample_z_)).view({-1, kImageSide, kImageSide});
+  auto samples = torch::sigmoid(model_->decode(sample_z_, cycling_labels(kSampleCount)))
+                     .view({-1, kImageSide, kImageSide});
   write_grid_png(epoch_file(config_.out_dir + "/samples", epoch, "png"), samples, /*cols=*/8);
 
   auto x = test_.images.slice(/*dim=*/0, 0, std::min(kReconCount, test_.size()));  // [8, 784]
-  auto recon = torch::sigmoid(model_->decode(model_->encode(x).first));          // decoded posterior means
+  const ForwardExtras labels{test_.labels.slice(/*dim=*/0, 0, x.size(0))};
+  auto recon = torch::sigmoid(model_->decode(model_->encode(x, labels).first, labels));  // decoded posterior means
   auto pair = torch::cat({x, recon}).view({-1, kImageSide, kImageSide});
   write_grid_png(epoch_file(config_.out_dir + "/reconstructions", epoch, "png"), pair, /*cols=*/x.size(0));
   model_->train();

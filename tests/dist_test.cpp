@@ -214,6 +214,48 @@ TEST_F(ShardedTrainingTest, BinarizedEpochMatchesOneProcess) {
   EXPECT_NEAR(ea.loss / eb.loss, 1.0, 1e-5);
 }
 
+// The seeds' model variants keep world-size invariance: BatchNorm statistics are those of
+// the global batch (all-reduced), dropout masks are drawn for the global batch, labels
+// travel with their rows, and clipping sees the summed gradient.
+TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
+  auto comm = Comm("mpi");
+  Config c = Small(dir_.path());
+  c.hidden_dims = {48, 32};
+  c.activation = "leaky_relu";
+  c.batch_norm = true;
+  c.dropout = 0.2;
+  c.conditional = true;
+  c.optimizer = "adamw";
+  c.weight_decay = 0.01;
+  c.grad_clip = 5;
+  Trainer sharded(c, train_, test_, torch::kCPU, *comm);
+  Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());
+  const EpochStats a = sharded.train_epoch(1), b = alone.train_epoch(1);
+  EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-5);
+  const double diff = MaxRelativeDifference(sharded.model(), alone.model());
+  EXPECT_LT(diff, 1e-5);
+  const auto ba = sharded.model()->buffers(), bb = alone.model()->buffers();  // BatchNorm running statistics
+  ASSERT_EQ(ba.size(), 8u);
+  for (size_t i = 0; i < ba.size(); ++i) EXPECT_TRUE(torch::allclose(ba[i], bb[i], 1e-4, 1e-6)) << "buffer " << i;
+  if (rank() == 0) std::printf("variants, world %d vs one process: max relative parameter difference %.3g\n", size(), diff);
+}
+
+// The control for the test above: BatchNorm with each rank's own statistics (what plain
+// BatchNorm1d under DDP does) drifts from the one-process run as soon as W > 1.
+TEST_F(ShardedTrainingTest, RankLocalBatchNormWouldNotMatch) {
+  if (size() == 1) GTEST_SKIP() << "needs more than one rank";
+  auto comm = Comm("mpi");
+  Config c = Small(dir_.path());
+  c.batch_norm = true;
+  const Dataset full{train_.images.slice(0, 0, 1000), train_.labels.slice(0, 0, 1000)};  // no rank without rows
+  Trainer sharded(c, full, test_, torch::kCPU, *comm);
+  Trainer alone(c, full, test_, torch::kCPU, testing::LocalComm());
+  sharded.model()->set_communicator(nullptr);
+  sharded.train_epoch(1);
+  alone.train_epoch(1);
+  EXPECT_GT(MaxRelativeDifference(sharded.model(), alone.model()), 1e-3);
+}
+
 TEST_F(ShardedTrainingTest, ShardedImportanceWeightedNllMatchesOneProcess) {
   auto comm = Comm("mpi");
   Trainer t(Small(dir_.path()), train_, test_, torch::kCPU, *comm);

@@ -1,5 +1,7 @@
 #include "vae_ddp/mnist.h"
 
+#include <filesystem>
+
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -170,6 +172,23 @@ TEST(BinarizeTest, TestImageIsBinarizedTheSameInAnyBatch) {
   const auto all = binarize_images(images, torch::arange(10, 16), /*seed=*/4);
   const auto two = binarize_images(images.slice(0, 3, 5), torch::arange(13, 15), 4);
   EXPECT_TRUE(torch::equal(all.slice(0, 3, 5), two));
+}
+
+// Debian's dataset-fashion-mnist (installed by ./launch/setup): --dataset fashion-mnist
+// finds it by default and its md5s check out.
+TEST(FashionMnistTest, LoadsFromTheDebianPackage) {
+  Config c;
+  c.dataset = "fashion-mnist";
+  if (!std::filesystem::exists(resolved_data_dir(c))) {
+    GTEST_SKIP() << resolved_data_dir(c) << " is missing: apt-get install dataset-fashion-mnist";
+  }
+  const Dataset test = load_dataset(c, Split::kTest);
+  EXPECT_EQ(test.size(), 10000);
+  EXPECT_EQ(test.labels.bincount().min().item<int64_t>(), 1000);  // 1000 of each class
+  const Dataset mnist = load_mnist(VAE_DDP_DATA_DIR, Split::kTest, false);
+  EXPECT_FALSE(torch::equal(test.images, mnist.images));
+  // The MNIST md5 table does not pass Fashion-MNIST's files.
+  EXPECT_THROW(load_dataset("mnist", resolved_data_dir(c), Split::kTest, /*verify_md5=*/true), UsageError);
 }
 
 }  // namespace

@@ -99,7 +99,7 @@ inline Result run_command(const std::string& cmd, const std::string& scratch) {
 // The weights stored in a checkpoint.
 inline std::vector<torch::Tensor> Weights(const std::string& ckpt_path) {
   Checkpoint ckpt(ckpt_path);
-  VAE model(ckpt.config().hidden_dims, ckpt.config().latent_dim);
+  VAE model(model_options(ckpt.config()));
   ckpt.restore_model(model);
   return model->parameters();
 }

@@ -12,9 +12,10 @@ namespace vae {
 
 struct Config {
   // --- data ---
-  std::string data_dir = "data/mnist";    // the four MNIST IDX files, raw or .gz
+  std::string dataset = "mnist";          // mnist | fashion-mnist (same format, 10 classes)
+  std::string data_dir = "";              // the four IDX files, raw or .gz ("" = the dataset's usual place)
   bool download = false;                  // fetch missing MNIST files from the public mirrors
-  bool verify_md5 = true;                 // check the canonical MNIST files against their md5
+  bool verify_md5 = true;                 // check the dataset's canonical files against their md5
   int64_t train_limit = 0;                // use only the first N training images (0 = all)
   std::string binarize = "none";          // none | dynamic: pixels ~ Bernoulli(intensity) each use
   // --- outputs ---
@@ -28,10 +29,18 @@ struct Config {
   // --- model ---
   std::vector<int64_t> hidden_dims = {400};  // encoder widths; the decoder mirrors them
   int64_t latent_dim = 20;                // size of z
+  std::string activation = "relu";        // relu | leaky_relu | tanh, after every hidden layer
+  bool batch_norm = false;                // BatchNorm after hidden Linears, statistics of the global batch
+  double dropout = 0;                     // drop probability after hidden activations (training only)
+  bool conditional = false;               // condition encoder and decoder on the one-hot label
+  std::string recon_loss = "bce";         // bce (Bernoulli decoder) | mse (squared error of the means)
   // --- optimisation ---
   int64_t epochs = 10;                    // train until this epoch (1-based, inclusive)
   int64_t batch_size = 128;               // global batch: images per optimizer step, all ranks together
-  double lr = 1e-3;                       // Adam learning rate
+  double lr = 1e-3;                       // learning rate
+  std::string optimizer = "adam";         // adam | adamw
+  double weight_decay = 0;                // adam: L2 added to the gradient; adamw: decoupled decay
+  double grad_clip = 0;                   // clip the global gradient norm to this (0 = off)
   int64_t seed = 1;                       // init, shuffling, noise and evaluation all derive from it
   // --- KL weight ---
   double beta = 1.0;                      // weight of the KL term (after warm-up)
@@ -87,6 +96,9 @@ std::string to_yaml(const Config& c);
 bool operator==(const Config& a, const Config& b);
 // True when two configs build models with the same parameter shapes.
 bool same_architecture(const Config& a, const Config& b);
-std::string describe_architecture(const Config& c);  // "784-400-20"
+std::string describe_architecture(const Config& c);  // "784-400-20", "784-200-200-50 tanh"
+// Where the dataset's files are read from: --data-dir, or when it is empty the dataset's
+// usual place (data/mnist, which ./launch/setup fills; Debian's dataset-fashion-mnist).
+std::string resolved_data_dir(const Config& c);
 
 }  // namespace vae

@@ -19,6 +19,9 @@ class CpuStep {
   // `model` must be on the CPU, fp32, with every parameter's .grad() defined and
   // contiguous (GradBuffer views).
   explicit CpuStep(VAE& model);
+  // True for the models it implements: ReLU, no BatchNorm, no dropout, unconditional,
+  // Bernoulli (BCE) decoder. Other variants train through autograd.
+  static bool supports(const ModelOptions& o);
 
   // For rows x [B, 784] and noise eps [B, latent]: writes (overwrites) into each
   // parameter's .grad() the gradient of  sum_rows (bce + beta * kld) / global_batch,

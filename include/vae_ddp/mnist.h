@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/config.h"
+
 namespace vae {
 
 enum class Split { kTrain, kTest };
@@ -27,8 +29,8 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
 
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
 std::string mnist_file_name(Split split, bool labels);
-// The md5 of the uncompressed canonical file.
-std::string mnist_md5(Split split, bool labels);
+// The md5 of the uncompressed canonical file of `dataset` (mnist | fashion-mnist).
+std::string dataset_md5(const std::string& dataset, Split split, bool labels);
 
 // Dynamic binarization (--binarize dynamic): each pixel becomes 1 with probability equal
 // to its intensity. `binarize_batch` draws for all rows [rows, 784] from one generator
@@ -42,5 +44,10 @@ torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& 
 // the uncompressed bytes must match the canonical MNIST md5. limit > 0 keeps the first
 // `limit` images. Throws UsageError naming the directory or file on any problem.
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
+// The same for `dataset` (mnist | fashion-mnist: the same file names and format).
+Dataset load_dataset(const std::string& dataset, const std::string& dir, Split split, bool verify_md5,
+                     int64_t limit = 0);
+// The configured dataset from resolved_data_dir(c); --train-limit applies to the train split.
+Dataset load_dataset(const Config& c, Split split);
 
 }  // namespace vae
