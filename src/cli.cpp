@@ -14,6 +14,7 @@
 #include "vae_ddp/config.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/logging.h"
+#include "vae_ddp/model.h"
 #include "vae_ddp/runtime.h"
 #include "vae_ddp/world.h"
 
@@ -25,7 +26,10 @@ constexpr const char* kUsage =
     "vae_ddp [train] [--config FILE] [options]\n"
     "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
     "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--iw-samples K] [--json]\n"
-    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S]\n"
+    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S] [--label D]\n"
+    "  vae_ddp latent-map  --checkpoint PATH [--out FILE.png] [--data-dir DIR]\n"
+    "  vae_ddp manifold    --checkpoint PATH [--out FILE.png] [--side 20] [--label D]   (latent dim 2)\n"
+    "  vae_ddp interpolate --checkpoint PATH [--out FILE.png] [--pairs 8] [--steps 10] [--data-dir DIR]\n"
     "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n"
     "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n";
 
@@ -109,6 +113,12 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
   return o;
 }
 
+int64_t parse_label(const std::string& text) {
+  const int64_t label = parse_int(text, "--label");
+  if (label < 0 || label >= kClasses) throw UsageError(fmt::format("--label must be a class 0..9, got {}", label));
+  return label;
+}
+
 std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   // cxxopts takes one-letter names only as short options (-n); the contract spells it --n.
   std::vector<std::string> renamed(argv, argv + argc);
@@ -122,7 +132,9 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
       "n,count", "number of samples, also --n (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
                                                            text_value())(
-      "seed", "z seed (default: the checkpoint's)", text_value())("device", "auto | cpu | cuda", text_value());
+      "seed", "z seed (default: the checkpoint's)", text_value())(
+      "label", "conditional model: the class to draw (default: 0..9 in turn)", text_value())(
+      "device", "auto | cpu | cuda", text_value());
   const auto parsed = parse_or_help(opts, static_cast<int>(args.size()), args.data());
   if (!parsed) return std::nullopt;
   const auto& r = *parsed;
@@ -130,9 +142,41 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   if (auto v = text(r, "count")) o.n = parse_int(*v, "--n");
   o.out = text(r, "out").value_or(o.out);
   if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
+  if (auto v = text(r, "label")) o.label = parse_label(*v);
   o.device = text(r, "device").value_or(o.device);
   require_checkpoint(o.checkpoint, "sample");
   if (o.n <= 0) throw UsageError(fmt::format("--n must be positive, got {}", o.n));
+  return o;
+}
+
+std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, char** argv) {
+  PictureOptions o;
+  o.kind = kind;
+  cxxopts::Options opts("vae_ddp " + kind, "Draw the " + kind + " picture of a checkpoint (PNG).");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "out", "PNG path (default: " + kind + ".png)", text_value())(
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
+      "side", "manifold: images per side (default: 20)", text_value())(
+      "label", "manifold of a conditional model: the class drawn (default: 0)", text_value())(
+      "pairs", "interpolate: pairs of test images, one row each (default: 8)", text_value())(
+      "steps", "interpolate: decoded points between them (default: 10)", text_value())(
+      "device", "auto | cpu | cuda", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  o.out = text(r, "out").value_or(kind + ".png");
+  o.data_dir = text(r, "data-dir").value_or(o.data_dir);
+  if (auto v = text(r, "side")) o.side = parse_int(*v, "--side");
+  if (auto v = text(r, "label")) o.label = parse_label(*v);
+  if (auto v = text(r, "pairs")) o.pairs = parse_int(*v, "--pairs");
+  if (auto v = text(r, "steps")) o.steps = parse_int(*v, "--steps");
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, kind.c_str());
+  for (const auto& [value, flag] : std::vector<std::pair<int64_t, std::string>>{
+           {o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {
+    if (value <= 0) throw UsageError(fmt::format("--{} must be positive, got {}", flag, value));
+  }
   return o;
 }
 
@@ -205,7 +249,13 @@ int dispatch(const std::string& command, int argc, char** argv) {
     auto o = parse_sample(argc, argv);
     return o ? sample_command(*o) : kExitOk;
   }
-  throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample, trace or export (see vae_ddp --help)", command));
+  if (command == "latent-map" || command == "manifold" || command == "interpolate") {
+    auto o = parse_picture(command, argc, argv);
+    return o ? picture_command(*o) : kExitOk;
+  }
+  throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample, latent-map, manifold, "
+                               "interpolate, trace or export (see vae_ddp --help)",
+                               command));
 }
 
 // An error found before MPI started (bad flags) hits every rank alike, so the launcher's

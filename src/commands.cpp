@@ -15,6 +15,7 @@
 #include "vae_ddp/images.h"
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/npy.h"
+#include "vae_ddp/pictures.h"
 #include "vae_ddp/rng.h"
 #include "vae_ddp/stop_signal.h"
 #include "vae_ddp/runtime.h"
@@ -229,6 +230,25 @@ int eval_command(const EvalOptions& o, const World& w) {
   return kExitOk;
 }
 
+int picture_command(const PictureOptions& o) {
+  const torch::Device device = resolve_device(o.device);
+  Checkpoint ckpt(o.checkpoint, device);
+  VAE model = load_model(ckpt, device);
+  const Config& trained = ckpt.config();
+  if (o.kind == "manifold") {
+    write_manifold(model, o.out, o.side, o.label);
+  } else {
+    const Dataset test = load_dataset(data_config(trained, o.data_dir, /*verify_md5=*/false), Split::kTest);
+    if (o.kind == "latent-map") {
+      write_latent_map(model, test, class_names(trained.dataset), o.out);
+    } else {
+      write_interpolations(model, test, o.out, o.pairs, o.steps);
+    }
+  }
+  fmt::print("wrote {} ({} of {}, epoch {})\n", o.out, o.kind, o.checkpoint, ckpt.progress().epoch);
+  return kExitOk;
+}
+
 int sample_command(const SampleOptions& o) {
   const torch::Device device = resolve_device(o.device);
   Checkpoint ckpt(o.checkpoint, device);
@@ -237,7 +257,13 @@ int sample_command(const SampleOptions& o) {
   torch::NoGradGuard no_grad;
   auto gen = make_generator(seed, Stream::kSample);
   auto z = torch::randn({o.n, model->latent_dim()}, gen, torch::kFloat32).to(device);  // [n, latent]
-  auto images = torch::sigmoid(model->decode(z)).view({-1, kImageSide, kImageSide});
+  if (o.label >= 0 && !ckpt.config().conditional) {
+    throw UsageError(fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label,
+                                 o.checkpoint));
+  }
+  const ForwardExtras labels =
+      o.label >= 0 ? ForwardExtras{torch::full({o.n}, o.label, torch::kInt64), {}} : cycling_labels(o.n);
+  auto images = torch::sigmoid(model->decode(z, labels)).view({-1, kImageSide, kImageSide});
   const auto cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
   write_grid_png(o.out, images, cols);
   fmt::print("wrote {} ({} samples)\n", o.out, o.n);

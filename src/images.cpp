@@ -1,5 +1,7 @@
 #include "vae_ddp/images.h"
 
+#include "vae_ddp/runtime.h"
+
 #include <png.h>
 
 #include <cmath>
@@ -25,22 +27,23 @@ torch::Tensor make_grid(const torch::Tensor& images, int64_t cols, int64_t paddi
   return canvas;
 }
 
-void write_png(const std::string& path, const torch::Tensor& gray) {
+std::string encode_png(const torch::Tensor& gray) {
   auto img = gray.to(torch::kCPU, torch::kUInt8).contiguous();
   const auto height = static_cast<png_uint_32>(img.size(0));
   const auto width = static_cast<png_uint_32>(img.size(1));
-  const std::string tmp = path + ".tmp";
-  FILE* fp = std::fopen(tmp.c_str(), "wb");
-  if (fp == nullptr) throw std::runtime_error(fmt::format("{}: cannot write", tmp));
+  std::string out;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png != nullptr ? png_create_info_struct(png) : nullptr;
   if (png == nullptr || info == nullptr || setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    std::fclose(fp);
-    std::remove(tmp.c_str());
-    throw std::runtime_error(fmt::format("{}: libpng failed to write the image", path));
+    throw std::runtime_error("libpng failed to encode an image");
   }
-  png_init_io(png, fp);
+  png_set_write_fn(
+      png, &out,
+      [](png_structp p, png_bytep data, png_size_t n) {
+        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(data), n);
+      },
+      [](png_structp) {});
   png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
@@ -48,12 +51,10 @@ void write_png(const std::string& path, const torch::Tensor& gray) {
   for (png_uint_32 y = 0; y < height; ++y) png_write_row(png, data + static_cast<size_t>(y) * width);
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  const bool ok = std::fclose(fp) == 0;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(fmt::format("{}: cannot write", path));
-  }
+  return out;
 }
+
+void write_png(const std::string& path, const torch::Tensor& gray) { write_file_atomic(path, encode_png(gray)); }
 
 void write_grid_png(const std::string& path, const torch::Tensor& images, int64_t cols) {
   write_png(path, make_grid(images, cols));

@@ -44,4 +44,23 @@ void MetricsWriter::append(const EpochMetrics& m) {
   if (!out) throw std::runtime_error(fmt::format("{}: cannot append", path_));
 }
 
+std::vector<EpochMetrics> read_metrics(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot read", path));
+  std::vector<EpochMetrics> rows;
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    EpochMetrics m;
+    char comma = 0;
+    fields >> m.epoch >> comma >> m.train_loss >> comma >> m.train_bce >> comma >> m.train_kld >> comma >> m.beta >>
+        comma >> m.test_loss >> comma >> m.test_bce >> comma >> m.test_kld >> comma >> m.images_per_s >> comma >>
+        m.seconds;
+    if (!fields) throw std::runtime_error(fmt::format("{}: malformed row '{}'", path, line));
+    rows.push_back(m);
+  }
+  return rows;
+}
+
 }  // namespace vae

@@ -137,6 +137,13 @@ std::string mnist_file_name(Split split, bool labels) {
   return labels ? fmt::format("{}-labels-idx1-ubyte", prefix) : fmt::format("{}-images-idx3-ubyte", prefix);
 }
 
+std::vector<std::string> class_names(const std::string& dataset) {
+  if (dataset == "fashion-mnist") {
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  }
+  return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+}
+
 std::string dataset_md5(const std::string& dataset, Split split, bool labels) {
   if (dataset == "fashion-mnist") {
     if (split == Split::kTrain) return labels ? "9018921c3c673c538a1fc5bad174d6f9" : "f4a8712d7a061bf5bd6d2ca38dc4d50a";

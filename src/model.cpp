@@ -50,7 +50,9 @@ torch::nn::AnyModule activation(const std::string& name) {
 torch::nn::Sequential hidden_stack(const std::vector<int64_t>& widths, const ModelOptions& o) {
   torch::nn::Sequential seq;
   for (size_t i = 0; i + 1 < widths.size(); ++i) {
-    seq->push_back(torch::nn::Linear(widths[i], widths[i + 1]));
+    // Before BatchNorm a bias is redundant (the normalisation removes it): its gradient is
+    // zero up to rounding, which Adam would blow up into a random walk.
+    seq->push_back(torch::nn::Linear(torch::nn::LinearOptions(widths[i], widths[i + 1]).bias(!o.batch_norm)));
     if (o.batch_norm) seq->push_back(SyncBatchNorm(widths[i + 1]));
     seq->push_back(activation(o.activation));
   }

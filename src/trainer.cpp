@@ -13,6 +13,7 @@
 #include "vae_ddp/images.h"
 #include "vae_ddp/loss.h"
 #include "vae_ddp/metrics.h"
+#include "vae_ddp/pictures.h"
 #include "vae_ddp/rng.h"
 #include "vae_ddp/stop_signal.h"
 
@@ -290,6 +291,10 @@ void Trainer::write_images(int64_t epoch) {
   auto recon = torch::sigmoid(model_->decode(model_->encode(x, labels).first, labels));  // decoded posterior means
   auto pair = torch::cat({x, recon}).view({-1, kImageSide, kImageSide});
   write_grid_png(epoch_file(config_.out_dir + "/reconstructions", epoch, "png"), pair, /*cols=*/x.size(0));
+  // The latest pictures of the latent space, replaced at each sample epoch.
+  write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/latent_map.png");
+  if (config_.latent_dim == 2) write_manifold(model_, config_.out_dir + "/manifold.png");
+  write_interpolations(model_, test_, config_.out_dir + "/interpolation.png");
   model_->train();
 }
 
@@ -337,6 +342,7 @@ RunEnd Trainer::run() {
       }
       metrics->append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
                        train.seconds});
+      write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
       write_checkpoints(epoch);
     }
     spdlog::info("==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace vae {
 
@@ -23,5 +24,9 @@ class MetricsWriter {
  private:
   std::string path_;
 };
+
+// The rows of a metrics.csv written by MetricsWriter. Throws std::runtime_error naming
+// the file when it is unreadable or a row is malformed.
+std::vector<EpochMetrics> read_metrics(const std::string& path);
 
 }  // namespace vae

@@ -29,6 +29,9 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
 
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
 std::string mnist_file_name(Split split, bool labels);
+// The names of the 10 classes of `dataset`: "0".."9" for MNIST, the garments for Fashion-MNIST.
+std::vector<std::string> class_names(const std::string& dataset);
+
 // The md5 of the uncompressed canonical file of `dataset` (mnist | fashion-mnist).
 std::string dataset_md5(const std::string& dataset, Split split, bool labels);
 

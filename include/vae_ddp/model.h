@@ -1,7 +1,7 @@
 // The MNIST VAE: encoder [784 (+ one-hot label)] -> hidden layers -> [mu, logvar];
 // z = mu + sigma * eps; decoder [latent (+ one-hot label)] -> reversed hidden layers ->
-// 784 logits. Each hidden layer is Linear, then optionally BatchNorm, then the
-// activation, then optionally dropout.
+// 784 logits. Each hidden layer is Linear, then optionally BatchNorm (the Linear then
+// has no bias), then the activation, then optionally dropout.
 #pragma once
 
 #include <cstdint>
