@@ -43,12 +43,13 @@ uint32_t big_endian_u32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
-void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, const std::string& path) {
+void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, const std::string& path,
+               const std::string& dataset) {
   const std::string got = md5_hex(bytes.data(), bytes.size());
   if (got != expected) {
-    throw UsageError(fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the MNIST file; "
+    throw UsageError(fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the {} file; "
                                  "delete it and re-run setup, or pass --verify-md5=false)",
-                                 path, expected, got));
+                                 path, expected, got, dataset));
   }
 }
 
@@ -69,7 +70,7 @@ torch::Tensor load_file(const std::string& dataset, const std::string& dir, Spli
                         bool verify_md5) {
   const std::string path = locate(dir, mnist_file_name(split, labels), dataset);
   const auto bytes = read_all(path);
-  if (verify_md5) check_md5(bytes, dataset_md5(dataset, split, labels), path);
+  if (verify_md5) check_md5(bytes, dataset_md5(dataset, split, labels), path, dataset);
   return parse_idx(bytes, labels ? 1 : 3, path);
 }
 

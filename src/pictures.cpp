@@ -120,9 +120,10 @@ void write_loss_curves(const std::string& metrics_csv, const std::string& path) 
   write_line_plot(path, {
                             {"Loss (negative ELBO, beta-weighted in training)", "epoch", "nats per image",
                              {series("train", rows, &M::train_loss), series("test", rows, &M::test_loss)}},
-                            {"Reconstruction (BCE) and KL", "epoch", "nats per image",
-                             {series("train BCE", rows, &M::train_bce), series("test BCE", rows, &M::test_bce),
-                              series("train KLD", rows, &M::train_kld), series("test KLD", rows, &M::test_kld)}},
+                            {"Reconstruction term (BCE)", "epoch", "nats per image",
+                             {series("train", rows, &M::train_bce), series("test", rows, &M::test_bce)}},
+                            {"KL divergence (KLD)", "epoch", "nats per image",
+                             {series("train", rows, &M::train_kld), series("test", rows, &M::test_kld)}},
                             {"KL weight", "epoch", "beta", {series("beta", rows, &M::beta)}},
                         });
 }

@@ -177,9 +177,11 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
     if (step >= raw) break;
   }
   std::vector<double> ticks;
-  for (double t = std::floor(lo / step) * step; t <= hi + step * 0.5 && ticks.size() < 100; t += step) {
+  const double first = std::floor(lo / step + 1e-9);
+  for (int k = 0; k < 100; ++k) {  // from the last tick <= lo to the first tick >= hi
+    const double t = (first + k) * step;
     ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
-    if (t >= hi) break;
+    if (t >= hi - step * 1e-9) break;
   }
   return ticks;
 }

@@ -61,7 +61,8 @@ TEST_F(CliTest, OneEpochWritesEveryOutput) {
   EXPECT_NE(r.out.find("BLAS"), std::string::npos);
   EXPECT_NE(r.out.find("==> epoch 1/1"), std::string::npos);
   for (const char* f : {"config.yaml", "metrics.csv", "samples/epoch_001.png", "reconstructions/epoch_001.png",
-                        "checkpoints/last.pt", "checkpoints/epoch_001.pt"}) {
+                        "checkpoints/last.pt", "checkpoints/epoch_001.pt", "loss_curves.png", "latent_map.png",
+                        "interpolation.png"}) {
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   }
   const std::string metrics = testing::read_text(out + "/metrics.csv");
@@ -72,6 +73,44 @@ TEST_F(CliTest, OneEpochWritesEveryOutput) {
   const Result again = Run("--config " + out + "/config.yaml");
   EXPECT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.out.find("nothing to do"), std::string::npos) << again.out;
+}
+
+// The seed-001 exercise: a conditional VAE with a 2-D latent, and every picture
+// subcommand on its checkpoint.
+TEST_F(CliTest, PictureSubcommandsOnAConditionalLatent2Model) {
+  const std::string out = tmp_ / "run", ckpt = out + "/checkpoints/last.pt";
+  const Result r = Train(out, "--epochs 1 --latent-dim 2 --conditional");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/manifold.png"));  // latent dim 2: training draws it too
+  for (const std::string args : {"latent-map --out " + (tmp_ / "map.png"), "manifold --label 3 --out " + (tmp_ / "m.png"),
+                                 "interpolate --pairs 4 --steps 6 --out " + (tmp_ / "i.png"),
+                                 "sample --label 7 --n 16 --out " + (tmp_ / "s.png")}) {
+    const Result p = Run(args + " --checkpoint " + ckpt);
+    EXPECT_EQ(p.code, 0) << args << "\n" << p.err;
+    EXPECT_NE(p.out.find("wrote"), std::string::npos) << p.out;
+  }
+  for (const char* f : {"map.png", "m.png", "i.png", "s.png"}) EXPECT_TRUE(fs::exists(tmp_ / f)) << f;
+  ExpectUsageError("sample --label 10 --checkpoint " + ckpt, "--label must be a class 0..9, got 10");
+  ExpectUsageError("interpolate --steps 0 --checkpoint " + ckpt, "--steps must be positive");
+}
+
+TEST_F(CliTest, PicturesNeedTheRightModel) {
+  const std::string out = tmp_ / "run", ckpt = out + "/checkpoints/last.pt";
+  ASSERT_EQ(Train(out, "--epochs 1 --sample-every 0").code, 0);
+  ExpectUsageError("manifold --checkpoint " + ckpt, "the manifold needs a 2-D latent space");
+  ExpectUsageError("sample --label 3 --checkpoint " + ckpt, "is not a conditional model");
+  ExpectUsageError("latent-map", "--checkpoint");
+}
+
+TEST_F(CliTest, FashionMnistFromTheDebianPackage) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "apt-get install dataset-fashion-mnist";
+  const std::string out = tmp_ / "run";
+  const Result r = Run("--dataset fashion-mnist --out-dir " + out + " --train-limit 1000 --epochs 1 --log-every 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("fashion-mnist /usr/share/datasets/fashion-mnist"), std::string::npos) << r.out;
+  const Result e = Run("eval --json --checkpoint " + out + "/checkpoints/last.pt");  // the checkpoint's dataset
+  EXPECT_EQ(e.code, 0) << e.err;
+  ExpectUsageError("--dataset fashion-mnist --data-dir " + data_ + " --out-dir " + (tmp_ / "x"), "md5");
 }
 
 TEST_F(CliTest, EvalIsDeterministicAndMatchesTraining) {

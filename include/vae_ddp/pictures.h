@@ -38,7 +38,7 @@ torch::Tensor manifold_grid(int64_t side);  // [side * side, 2], row-major from 
 void write_interpolations(VAE& model, const Dataset& data, const std::string& path, int64_t pairs = 8,
                           int64_t steps = 10);
 
-// Loss curves from metrics.csv: train and test loss, BCE and KLD, and beta, per epoch.
+// Loss curves from metrics.csv, four panels: train and test loss, BCE and KLD, and beta.
 void write_loss_curves(const std::string& metrics_csv, const std::string& path);
 
 }  // namespace vae
