@@ -14,6 +14,7 @@
 #include "vae_ddp/loss.h"
 #include "vae_ddp/metrics.h"
 #include "vae_ddp/pictures.h"
+#include "vae_ddp/runtime.h"
 #include "vae_ddp/rng.h"
 #include "vae_ddp/stop_signal.h"
 
@@ -201,9 +202,16 @@ void Trainer::log_interval(int64_t epoch, int64_t done, torch::Tensor& interval)
   interval.zero_();
   const auto s = sums.to(torch::kCPU);
   const double images = std::max(1.0, s[kImages].item<double>());
+  const double loss = s[kObjective].item<double>() / images, bce = s[kBce].item<double>() / images,
+               kld = s[kKld].item<double>() / images, beta = schedule_.at(progress_.global_step - 1);
+  if (tb_) {
+    for (const auto& [tag, v] : {std::pair{"step/loss", loss}, {"step/bce", bce}, {"step/kld", kld}, {"step/beta", beta}}) {
+      tb_->scalar(tag, v, progress_.global_step);
+    }
+  }
+  if (bar_ && bar_->enabled()) return;  // on a terminal the bar shows progress instead
   spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  bce {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch, done,
-               train_.size(), 100.0 * done / train_.size(), s[kObjective].item<double>() / images,
-               s[kBce].item<double>() / images, s[kKld].item<double>() / images, schedule_.at(progress_.global_step - 1));
+               train_.size(), 100.0 * done / train_.size(), loss, bce, kld, beta);
 }
 
 bool Trainer::must_stop(int64_t epoch, int64_t step) {
@@ -233,14 +241,21 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   }
   const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   EpochStats s;
+  bar_ = std::make_unique<ProgressBar>(is_root() && stdout_is_terminal(), epoch, config_.epochs, train_.size());
   for (int64_t step = first; step < steps; ++step) {
     if (!train_step(perm, step, interval)) ++s.skipped_steps;
     const bool stop = must_stop(epoch, step);
+    if (bar_->due()) {  // rank 0's own rows: a running estimate, read without a collective
+      const auto mine = (total + interval).to(torch::kCPU);
+      bar_->draw(std::min((step + 1) * config_.batch_size, train_.size()),
+                 mine[kObjective].item<double>() / std::max(1.0, mine[kImages].item<double>()));
+    }
     if (config_.log_every > 0 && (step + 1) % config_.log_every == 0) {
       total += interval;
       log_interval(epoch, std::min((step + 1) * config_.batch_size, train_.size()), interval);
     }
     if (stop) {
+      bar_->finish();
       total += interval;
       comm_.allreduce_sum(total);
       const auto sums = total.to(torch::kCPU);
@@ -252,6 +267,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
       return s;
     }
   }
+  bar_->finish();
   total += interval;
   if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps - first));
   progress_.epoch = epoch;
@@ -284,7 +300,10 @@ void Trainer::write_images(int64_t epoch) {
   model_->eval();
   auto samples = torch::sigmoid(model_->decode(sample_z_, cycling_labels(kSampleCount)))
                      .view({-1, kImageSide, kImageSide});
-  write_grid_png(epoch_file(config_.out_dir + "/samples", epoch, "png"), samples, /*cols=*/8);
+  const auto grid = make_grid(samples, /*cols=*/8);
+  const std::string png = encode_png(grid);
+  write_file_atomic(epoch_file(config_.out_dir + "/samples", epoch, "png"), png);
+  tb_->image("samples", png, grid.size(0), grid.size(1), epoch);
 
   auto x = test_.images.slice(/*dim=*/0, 0, std::min(kReconCount, test_.size()));  // [8, 784]
   const ForwardExtras labels{test_.labels.slice(/*dim=*/0, 0, x.size(0))};
@@ -318,7 +337,10 @@ void Trainer::write_checkpoints(int64_t epoch) {
 
 RunEnd Trainer::run() {
   std::unique_ptr<MetricsWriter> metrics;
-  if (is_root()) metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
+  if (is_root()) {
+    metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
+    tb_ = std::make_unique<EventWriter>(config_.out_dir + "/tb");
+  }
   if (progress_.epoch >= config_.epochs) {
     spdlog::info("already trained through epoch {} (--epochs {}): nothing to do; raise --epochs to continue",
                  progress_.epoch, config_.epochs);
@@ -343,6 +365,12 @@ RunEnd Trainer::run() {
       metrics->append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
                        train.seconds});
       write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
+      const std::pair<const char*, double> scalars[] = {
+          {"epoch/train_loss", train.loss}, {"epoch/train_bce", train.bce}, {"epoch/train_kld", train.kld},
+          {"epoch/beta", train.beta},       {"epoch/test_loss", test.loss}, {"epoch/test_bce", test.bce},
+          {"epoch/test_kld", test.kld},     {"epoch/images_per_s", ips}};
+      for (const auto& [tag, v] : scalars) tb_->scalar(tag, v, epoch);
+      tb_->flush();
       write_checkpoints(epoch);
     }
     spdlog::info("==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "

@@ -19,6 +19,8 @@
 #include "vae_ddp/mnist.h"
 #include "vae_ddp/model.h"
 #include "vae_ddp/profiler.h"
+#include "vae_ddp/progress.h"
+#include "vae_ddp/tensorboard.h"
 
 namespace vae {
 
@@ -115,6 +117,8 @@ class Trainer {
   torch::Tensor epoch_noise_;  // [n, latent]: the epoch's noise, global batches in step order
   torch::Tensor beta_;      // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
+  std::unique_ptr<EventWriter> tb_;  // rank 0, in run(): <out_dir>/tb
+  std::unique_ptr<ProgressBar> bar_; // the current epoch's (drawn by rank 0 on a terminal)
 };
 
 }  // namespace vae
