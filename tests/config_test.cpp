@@ -1,5 +1,7 @@
 #include "vae_ddp/config.h"
 
+#include <filesystem>
+
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -121,6 +123,27 @@ TEST(ConfigUtf8Test, InvalidUtf8IsAUsageError) {
   c.out_dir = "runs/caf\xc3\xa9";  // "café"
   EXPECT_NO_THROW(validate(c));
   EXPECT_EQ(load_yaml_string(to_yaml(c), "round trip", Config{}), c);
+}
+
+// Every shipped recipe loads and passes validation, and asks for what its name says.
+TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
+  const std::string dir = std::string(VAE_DDP_DATA_DIR) + "/../../configs";
+  int count = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    const Config c = load_yaml_file(e.path().string(), Config{});
+    EXPECT_NO_THROW(validate(c));
+    ++count;
+  }
+  EXPECT_GE(count, 7);
+  const Config iwae = load_yaml_file(dir + "/iwae-paper.yaml", Config{});
+  EXPECT_EQ(describe_architecture(iwae), "784-200-200-50 tanh");
+  EXPECT_EQ(iwae.binarize, "dynamic");
+  const Config seed4 = load_yaml_file(dir + "/seed-004-adamw-256-kl-linear.yaml", Config{});
+  EXPECT_EQ(seed4.optimizer, "adamw");
+  EXPECT_EQ(seed4.epochs, 50);
+  EXPECT_EQ(load_yaml_file(dir + "/seed-latent-2.yaml", Config{}).latent_dim, 2);
 }
 
 }  // namespace
