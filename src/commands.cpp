@@ -314,8 +314,8 @@ int export_command(const std::string& checkpoint, const std::string& out, const 
   for (const auto& b : model->named_buffers()) dict.insert(b.key(), b.value().detach().clone());
   const std::vector<char> bytes = torch::pickle_save(dict);
   write_file_atomic(out, std::string(bytes.begin(), bytes.end()));
-  Dataset test = load_dataset(data_config(ckpt.config(), data_dir, /*verify_md5=*/false), Split::kTest);
-  test = {test.images.slice(0, 0, 8), test.labels.slice(0, 0, 8)};
+  const Config data = data_config(ckpt.config(), data_dir, /*verify_md5=*/false);
+  const Dataset test = load_dataset(data.dataset, resolved_data_dir(data), Split::kTest, false, /*limit=*/8);
   torch::NoGradGuard no_grad;
   const ForwardExtras labels{test.labels};
   write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits

@@ -12,9 +12,7 @@ namespace vae {
 
 EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device device, Communicator& comm,
                     bool binarize) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  EvalMode eval(model);
   const int rank = comm.world().rank, world = comm.world().size;
   const int64_t n = data.size();
   // [bce, kld] sums in float64 over this rank's images, summed across ranks at the end.
@@ -33,7 +31,6 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
     sums[1] += terms.kld.to(torch::kFloat64).sum();
   }
   comm.allreduce_sum(sums);
-  model->train(was_training);
   const auto host = sums.to(torch::kCPU);
   EvalResult r;
   r.images = n;
@@ -66,9 +63,7 @@ torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tenso
 
 double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
                                Communicator& comm, bool binarize) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  EvalMode eval(model);
   const int rank = comm.world().rank, world = comm.world().size;
   const int64_t n = data.size(), latent = model->latent_dim();
   const int64_t chunk = std::min(samples, kRowsPerDecode);         // samples per decode
@@ -96,7 +91,6 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
     total += (acc - std::log(static_cast<double>(samples))).sum();
   }
   comm.allreduce_sum(total);
-  model->train(was_training);
   return n > 0 ? -total.item<double>() / static_cast<double>(n) : 0.0;
 }
 

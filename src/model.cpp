@@ -136,22 +136,12 @@ torch::Tensor VAEImpl::with_label(const torch::Tensor& h, const ForwardExtras& e
   return torch::cat({h, onehot}, /*dim=*/1);
 }
 
-torch::Tensor VAEImpl::run(const torch::nn::Sequential& seq, torch::Tensor h, const ForwardExtras& extras,
+torch::Tensor VAEImpl::run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras,
                            size_t first_mask) {
   size_t mask = first_mask;
-  for (const auto& m : seq->children()) {
-    if (auto lin = m->as<torch::nn::Linear>()) {
-      h = lin->forward(h);
-    } else if (auto bn = m->as<SyncBatchNorm>()) {
-      h = bn->forward(h);
-    } else if (auto relu = m->as<torch::nn::ReLU>()) {
-      h = relu->forward(h);
-    } else if (auto leaky = m->as<torch::nn::LeakyReLU>()) {
-      h = leaky->forward(h);
-    } else if (auto tanh = m->as<torch::nn::Tanh>()) {
-      h = tanh->forward(h);
-    }
-    if (is_activation(m) && mask < extras.dropout.size()) h = h * extras.dropout[mask++].to(h.scalar_type());
+  for (auto& m : *seq) {
+    h = m.forward(h);
+    if (is_activation(m.ptr()) && mask < extras.dropout.size()) h = h * extras.dropout[mask++].to(h.scalar_type());
   }
   return h;
 }

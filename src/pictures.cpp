@@ -13,9 +13,7 @@ namespace {
 
 // Posterior means of every image, [N, latent] float64 on the CPU, in eval mode.
 torch::Tensor posterior_means(VAE& model, const Dataset& data) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  EvalMode eval(model);
   const auto device = model->parameters().front().device();
   std::vector<torch::Tensor> chunks;
   for (int64_t start = 0; start < data.size(); start += 1000) {
@@ -23,7 +21,6 @@ torch::Tensor posterior_means(VAE& model, const Dataset& data) {
     auto x = data.images.slice(0, start, end).to(device);
     chunks.push_back(model->encode(x, {data.labels.slice(0, start, end).to(device)}).first.to(torch::kCPU));
   }
-  model->train(was_training);
   return torch::cat(chunks).to(torch::kFloat64);
 }
 
@@ -84,23 +81,20 @@ void write_manifold(VAE& model, const std::string& path, int64_t side, int64_t l
     throw UsageError(fmt::format("the manifold needs a 2-D latent space; this model has --latent-dim {}",
                                  model->latent_dim()));
   }
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
-  const auto device = model->parameters().front().device();
-  auto z = manifold_grid(side).to(device);
-  auto labels = torch::full({side * side}, label, torch::kInt64);
-  auto images = torch::sigmoid(model->decode(z, {labels})).view({-1, kImageSide, kImageSide});
-  model->train(was_training);
+  torch::Tensor images;
+  {
+    EvalMode eval(model);
+    auto z = manifold_grid(side).to(model->parameters().front().device());
+    auto labels = torch::full({side * side}, label, torch::kInt64);
+    images = torch::sigmoid(model->decode(z, {labels})).view({-1, kImageSide, kImageSide});
+  }
   write_grid_png(path, images, side);
 }
 
 void write_interpolations(VAE& model, const Dataset& data, const std::string& path, int64_t pairs, int64_t steps) {
   pairs = std::min(pairs, data.size() / 2);
   if (pairs <= 0) throw UsageError("interpolation needs at least two test images");
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  EvalMode eval(model);
   const auto device = model->parameters().front().device();
   auto x = data.images.slice(0, 0, 2 * pairs).to(device).view({pairs, 2, kImagePixels});
   auto y = data.labels.slice(0, 0, 2 * pairs).to(device).view({pairs, 2});
@@ -109,7 +103,6 @@ void write_interpolations(VAE& model, const Dataset& data, const std::string& pa
   auto z = mu.select(1, 0).unsqueeze(1) * (1 - t) + mu.select(1, 1).unsqueeze(1) * t;  // [pairs, steps, L]
   auto labels = y.select(1, 0).repeat_interleave(steps);
   auto decoded = torch::sigmoid(model->decode(z.reshape({pairs * steps, -1}), {labels})).view({pairs, steps, -1});
-  model->train(was_training);
   auto rows = torch::cat({x.select(1, 0).unsqueeze(1), decoded, x.select(1, 1).unsqueeze(1)}, 1);  // [pairs, steps+2, 784]
   write_grid_png(path, rows.reshape({-1, kImageSide, kImageSide}), steps + 2);
 }

@@ -296,8 +296,7 @@ std::vector<StepRecord> Trainer::trace(int64_t steps) {
 }
 
 void Trainer::write_images(int64_t epoch) {
-  torch::NoGradGuard no_grad;
-  model_->eval();
+  EvalMode eval(model_);
   auto samples = torch::sigmoid(model_->decode(sample_z_, cycling_labels(kSampleCount)))
                      .view({-1, kImageSide, kImageSide});
   const auto grid = make_grid(samples, /*cols=*/8);
@@ -314,7 +313,6 @@ void Trainer::write_images(int64_t epoch) {
   write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/latent_map.png");
   if (config_.latent_dim == 2) write_manifold(model_, config_.out_dir + "/manifold.png");
   write_interpolations(model_, test_, config_.out_dir + "/interpolation.png");
-  model_->train();
 }
 
 void Trainer::save(const std::string& path, int64_t epoch) {
@@ -337,15 +335,13 @@ void Trainer::write_checkpoints(int64_t epoch) {
 
 RunEnd Trainer::run() {
   std::unique_ptr<MetricsWriter> metrics;
-  if (is_root()) {
-    metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
-    tb_ = std::make_unique<EventWriter>(config_.out_dir + "/tb");
-  }
+  if (is_root()) metrics = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
   if (progress_.epoch >= config_.epochs) {
     spdlog::info("already trained through epoch {} (--epochs {}): nothing to do; raise --epochs to continue",
                  progress_.epoch, config_.epochs);
     return RunEnd::kFinished;
   }
+  if (is_root()) tb_ = std::make_unique<EventWriter>(config_.out_dir + "/tb");
   check_replicas("at start");
   for (int64_t epoch = progress_.epoch + 1; epoch <= config_.epochs; ++epoch) {
     const EpochStats train = train_epoch(epoch);

@@ -59,7 +59,7 @@ TORCH_MODULE(SyncBatchNorm);
 // The caller's per-step randomness beyond eps, and the labels: passed to forward().
 struct ForwardExtras {
   torch::Tensor labels;                // [B] int64 digit labels: required by a conditional model
-  std::vector<torch::Tensor> dropout;  // one [B, width] mask per hidden layer (0 or 1/(1-p)); empty: none
+  std::vector<torch::Tensor> dropout = {};  // one [B, width] mask per hidden layer (0 or 1/(1-p)); empty: none
 };
 
 class VAEImpl : public torch::nn::Module {
@@ -96,7 +96,7 @@ class VAEImpl : public torch::nn::Module {
   Layers layers() const;
 
  private:
-  torch::Tensor run(const torch::nn::Sequential& seq, torch::Tensor h, const ForwardExtras& extras,
+  torch::Tensor run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras,
                     size_t first_mask);
   torch::Tensor with_label(const torch::Tensor& h, const ForwardExtras& extras) const;
 
@@ -106,6 +106,21 @@ class VAEImpl : public torch::nn::Module {
   torch::nn::Sequential decoder_{nullptr};
 };
 TORCH_MODULE(VAE);
+
+// Puts a model in eval mode (BatchNorm's running statistics, no dropout) and gradients
+// off for its scope, then restores the mode it had.
+class EvalMode {
+ public:
+  explicit EvalMode(VAE& model) : model_(model), was_training_(model->is_training()) { model_->eval(); }
+  ~EvalMode() { model_->train(was_training_); }
+  EvalMode(const EvalMode&) = delete;
+  EvalMode& operator=(const EvalMode&) = delete;
+
+ private:
+  VAE& model_;
+  bool was_training_;
+  torch::NoGradGuard no_grad_;
+};
 
 // z = mu + exp(logvar / 2) * eps; all [B, latent].
 torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logvar,
