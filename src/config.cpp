@@ -212,6 +212,8 @@ void validate(const Config& c) {
     }
   }
   require_one_of(c.dataset, {"mnist", "fashion-mnist"}, "dataset");
+  require(!c.download || c.dataset == "mnist",
+          "--download fetches MNIST only; Fashion-MNIST comes from Debian's dataset-fashion-mnist package");
   require(!c.out_dir.empty(), "--out-dir must not be empty");
   require_non_negative(c.train_limit, "train-limit");
   require_non_negative(c.log_every, "log-every");

@@ -97,6 +97,20 @@ TEST_F(ConfigTest, ValidationNamesFlagAndValue) {
   EXPECT_EQ(SetFlag("epochs", "12"), "");
 }
 
+TEST_F(ConfigTest, VariantOptionsAreValidated) {
+  EXPECT_EQ(SetFlag("activation", "gelu"), "--activation must be one of relu, leaky_relu, tanh, got 'gelu'");
+  EXPECT_EQ(SetFlag("dropout", "1"), "--dropout must be in [0, 1), got 1");
+  EXPECT_EQ(SetFlag("recon-loss", "l1"), "--recon-loss must be one of bce, mse, got 'l1'");
+  EXPECT_EQ(SetFlag("optimizer", "sgd"), "--optimizer must be one of adam, adamw, got 'sgd'");
+  EXPECT_EQ(SetFlag("weight-decay", "-0.1"), "--weight-decay must be >= 0, got -0.1");
+  EXPECT_EQ(SetFlag("grad-clip", "-1"), "--grad-clip must be >= 0, got -1");
+  EXPECT_EQ(SetFlag("dataset", "cifar10"), "--dataset must be one of mnist, fashion-mnist, got 'cifar10'");
+  Config c;
+  c.dataset = "fashion-mnist";
+  c.download = true;
+  EXPECT_THROW(validate(c), UsageError);  // --download fetches MNIST only
+}
+
 TEST_F(ConfigTest, ArchitectureComparison) {
   Config a, b;
   EXPECT_TRUE(same_architecture(a, b));
