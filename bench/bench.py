@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """vae_ddp against the PyTorch references on this machine, side by side.
 
-Runs vae_ddp (at each --ranks count) and the two references of bench/reference.py,
-alternating them (A B C A B C ...) for --reps repetitions, then prints one table:
+Runs vae_ddp (at each --ranks count; and, when build-torch2/ exists, its libtorch 2.11 build
+with one rank) and the references of bench/reference.py (the seed recipe and the tuned eager
+loop on Debian's PyTorch 1.13; the tuned loop eager and under torch.compile on PyTorch 2.11
+from .venv-torch2), alternating them (A B C A B C ...) for --reps repetitions, then prints one
+table:
 seconds per epoch (median, min, max over every epoch but each run's first), images/s, the
 test loss each reached after --epochs epochs, time ratios against each reference, the
 all-reduce time per step, and the compute roofline (model FLOPs per image x images/s
@@ -20,7 +23,18 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = "/usr/bin/python3"
+PY = "/usr/bin/python3"  # Debian's, with python3-torch 1.13
+TORCH2_PY = os.path.join(ROOT, ".venv-torch2", "bin", "python")
+
+# reference name -> (python, style, torch.compile mode or None, table label)
+REFERENCES = {
+    "tuned": (PY, "tuned", None, "PyTorch 1.13 tuned eager"),
+    "seed": (PY, "seed", None, "PyTorch 1.13 seed recipe (fp32)"),
+    "tuned2": (TORCH2_PY, "tuned", None, "PyTorch 2.11 tuned eager"),
+    "compile2": (TORCH2_PY, "tuned", "default", "PyTorch 2.11 torch.compile"),
+    "compile2-max": (TORCH2_PY, "tuned", "max-autotune-no-cudagraphs",
+                     "PyTorch 2.11 torch.compile max-autotune-no-cudagraphs"),
+}
 
 
 def run(cmd, env=None):
@@ -28,9 +42,9 @@ def run(cmd, env=None):
     return out.stdout
 
 
-def run_vae_ddp(args, ranks, tmp):
+def run_vae_ddp(args, ranks, tmp, build_dir):
     out_dir = os.path.join(tmp, "vae_ddp_%d" % ranks)
-    cmd = [os.path.join(args.build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(args.threads),
+    cmd = [os.path.join(build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(args.threads),
            "--precision", args.precision, "--device", args.device, "--batch-size", str(args.batch_size),
            "--data-dir", args.data_dir, "--out-dir", out_dir, "--resume", "none", "--log-every", "0",
            "--sample-every", "0", "--keep-checkpoints", "1", "--profile"]
@@ -44,11 +58,12 @@ def run_vae_ddp(args, ranks, tmp):
             "allreduce_ms": statistics.median(allreduce) if allreduce else None}
 
 
-def run_reference(args, style):
+def run_reference(args, name):
+    python, style, compile_mode, _ = REFERENCES[name]
     precision = "fp32" if style == "seed" else args.precision  # the seed recipe as its users run it
-    cmd = [PY, os.path.join(ROOT, "bench", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
+    cmd = [python, os.path.join(ROOT, "bench", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
            "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
-           "--precision", precision]
+           "--precision", precision] + (["--compile", compile_mode] if compile_mode else [])
     lines = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
     return {"seconds": [l["seconds"] for l in lines if "seconds" in l],
             "test_loss": [l["test_loss"] for l in lines if "test_loss" in l][-1], "allreduce_ms": None}
@@ -78,23 +93,29 @@ def main():
                     help="vae_ddp's and the tuned reference's (the seed recipe stays fp32)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--references", default="tuned,seed", help="which references to run (tuned, seed, or none)")
+    ap.add_argument("--references", default="tuned,seed,tuned2,compile2,compile2-max",
+                    help="which references to run: " + ", ".join(REFERENCES) + " (the 2.11 ones only where "
+                    ".venv-torch2 exists), or none")
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "data", "mnist"))
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--torch2-build-dir", default=os.path.join(ROOT, "build-torch2"),
+                    help="vae_ddp built against libtorch 2.11, run with one rank when its binary exists")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     ranks = [int(r) for r in args.ranks.split(",")]
-    refs = [r for r in args.references.split(",") if r in ("tuned", "seed")]
+    refs = [r for r in args.references.split(",") if r in REFERENCES and os.path.exists(REFERENCES[r][0])]
     images = 60000
+    torch2 = os.path.exists(os.path.join(args.torch2_build_dir, "vae_ddp"))
 
-    programs = ["vae_ddp x%d" % r for r in ranks] + refs
+    programs = ["vae_ddp x%d" % r for r in ranks] + (["vae_ddp-2.11 x1"] if torch2 else []) + refs
     results = {p: [] for p in programs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             for p in programs:
                 print("[bench] rep %d/%d: %s" % (rep + 1, args.reps, p), file=sys.stderr, flush=True)
                 if p.startswith("vae_ddp"):
-                    results[p].append(run_vae_ddp(args, int(p.split("x")[1]), tmp))
+                    build = args.torch2_build_dir if p.startswith("vae_ddp-2.11") else args.build_dir
+                    results[p].append(run_vae_ddp(args, int(p.split("x")[1]), tmp, build))
                 else:
                     results[p].append(run_reference(args, p))
     summary = {p: summarize(r, images) for p, r in results.items()}
@@ -103,18 +124,24 @@ def main():
     print("\n%d epochs, batch %d, %d thread(s) per process, %s, %d repetitions alternated; s/epoch over epochs 2-%d"
           % (args.epochs, args.batch_size, args.threads, args.precision, args.reps, args.epochs))
     head = "| program | s/epoch median | min | max | images/s | test loss @%d | " % args.epochs
-    head += " | ".join("time vs %s" % r for r in refs) + (" | " if refs else "") + "all-reduce ms/step | GFLOP/s | % of fp32 GEMM peak |"
+    base_refs = [r for r in refs if r in ("tuned", "seed", "compile2")]  # the ratio columns
+    head += " | ".join("time vs %s" % r for r in base_refs) + (" | " if base_refs else "") + "all-reduce ms/step | GFLOP/s | % of fp32 GEMM peak |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for p in programs:
         s = summary[p]
-        ratios = ["%.2fx" % (s["median"] / summary[r]["median"]) for r in refs]
+        ratios = ["%.2fx" % (s["median"] / summary[r]["median"]) for r in base_refs]
         n = int(p.split("x")[1]) if p.startswith("vae_ddp") else 1
         gflops = peak["flops_per_image"] * s["images_per_s"] / 1e9
-        name = {"tuned": "PyTorch tuned eager", "seed": "PyTorch seed recipe (fp32)"}.get(p, p.replace("x", "x ") + " rank(s)")
+        if p in REFERENCES:
+            name = REFERENCES[p][3]
+        elif p.startswith("vae_ddp-2.11"):
+            name = "vae_ddp (libtorch 2.11 build) x 1 rank(s)"
+        else:
+            name = "vae_ddp (libtorch 1.13 build) " + p.split(" ")[1].replace("x", "x ") + " rank(s)"
         print("| %s | %.3f | %.3f | %.3f | %.0f | %.2f | %s%s%s | %.1f | %.0f%% |" % (
             name, s["median"], s["min"], s["max"], s["images_per_s"], s["test_loss"], " | ".join(ratios),
-            " | " if refs else "", "%.3f" % s["allreduce_ms"] if s["allreduce_ms"] is not None else "-",
+            " | " if base_refs else "", "%.3f" % s["allreduce_ms"] if s["allreduce_ms"] is not None else "-",
             gflops, 100 * gflops / (peak["gflops_per_s"] * n)))
     print("\nGEMM ceiling (bench/gemm_peak, oneDNN, batch %d, %d thread(s)): %.1f GFLOP/s per process; "
           "%.2f MFLOP per image per training step" % (args.batch_size, args.threads, peak["gflops_per_s"],

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """PyTorch reference implementations of vae_ddp's model, loss and optimizer, for benchmarks
-and the parity test. Run with Debian's python3-torch (the same libtorch build as vae_ddp).
+and the parity test. Runs under Debian's python3-torch 1.13 (the same libtorch as the
+default build) and under PyTorch 2.11 from PyPI (.venv-torch2, the same libtorch as the
+torch2 build).
 
   reference.py train  --style seed|tuned [--epochs N] [--threads T] [--precision fp32|bf16] ...
       One JSON line per epoch on stdout: {"epoch", "seconds" (training only), "train_loss"},
@@ -11,8 +13,13 @@ and the parity test. Run with Debian's python3-torch (the same libtorch build as
       tuned: a tuned eager loop: the whole split as one tensor, randperm batches, logits +
              binary_cross_entropy_with_logits, one fused mu/logvar layer, losses kept on the
              device, zero_grad(set_to_none=True).
+             --compile MODE (PyTorch 2.x): the tuned forward and loss (and with them their
+             backward, through AOTAutograd) under
+             torch.compile(mode=MODE), e.g. default or max-autotune-no-cudagraphs; the
+             first epoch includes the compilation.
   reference.py check-export FILE.pt [--data-dir DIR]
-      Loads the state dict `vae_ddp export` wrote (torch.load) into TunedVAE and checks its
+      Loads the state dict `vae_ddp export` wrote (torch.load(weights_only=True), strict
+      load_state_dict) into TunedVAE and checks its
       decoded posterior means for the first 8 test images against FILE.pt.check.npy.
   reference.py parity TRACE_DIR
       Replays a trace written by `vae_ddp trace` (initial weights, batch indices, noise,
@@ -168,6 +175,13 @@ def train_tuned(args, test):
     model = TunedVAE(args.hidden, args.latent)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=args.foreach)
     gen = torch.Generator().manual_seed(args.seed)
+
+    def forward_loss(x, eps):
+        with autocast(args.precision):
+            return tuned_loss(model, x, eps, 1.0, x.shape[0])
+
+    if args.compile:  # AOTAutograd compiles the backward graph too
+        forward_loss = torch.compile(forward_loss, mode=None if args.compile == "default" else args.compile)
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen)
@@ -175,9 +189,8 @@ def train_tuned(args, test):
         for start in range(0, n, args.batch_size):
             x = train.index_select(0, perm[start:start + args.batch_size])
             eps = torch.randn(x.shape[0], args.latent, generator=gen)
-            with autocast(args.precision):
-                loss = tuned_loss(model, x, eps, 1.0, x.shape[0])
             opt.zero_grad(set_to_none=True)
+            loss = forward_loss(x, eps)
             loss.backward()
             opt.step()
             total += loss.detach() * x.shape[0]
@@ -220,7 +233,7 @@ def parity(trace_dir, tolerance):
 
 
 def check_export(path, data_dir, tolerance=1e-5):
-    state = torch.load(path)
+    state = torch.load(path, weights_only=True)  # 2.6+'s default; 1.13 has it too
     hidden = [state["encoder.%d.weight" % (2 * i)].shape[0] for i in range(len(state) // 2)
               if "encoder.%d.weight" % (2 * i) in state]
     latent = state["head.weight"].shape[0] // 2
@@ -253,6 +266,7 @@ def main():
     t.add_argument("--train-limit", type=int, default=0)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--foreach", action="store_true", help="tuned: multi-tensor Adam")
+    t.add_argument("--compile", help="tuned: torch.compile the step with this mode (default, max-autotune-no-cudagraphs, ...)")
     e = sub.add_parser("check-export")
     e.add_argument("file")
     e.add_argument("--data-dir", default="data/mnist")

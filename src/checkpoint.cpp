@@ -18,7 +18,11 @@ namespace vae {
 
 namespace {
 
-constexpr int64_t kFormatVersion = 2;  // 2: SHA-256 trailer, mid-epoch progress
+// 2: SHA-256 trailer, mid-epoch progress; Adam state in libtorch's optimizer layout.
+// 3: Adam state under vae_ddp's own keys (flat moments and the step count), the same for
+//    every libtorch version. Both are read.
+constexpr int64_t kFormatVersion = 3;
+constexpr int64_t kOldestReadable = 2;
 
 // The file is the libtorch archive followed by a 48-byte trailer: this magic, the
 // archive's length (8 bytes, little-endian) and its SHA-256 (32 raw bytes). A torn,
@@ -69,22 +73,63 @@ std::string tensor_to_string(const torch::Tensor& t) {
   return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
 }
 
-torch::Tensor read_tensor(torch::serialize::InputArchive& ar, const char* key) {
+torch::Tensor read_tensor(torch::serialize::InputArchive& ar, const std::string& key) {
   torch::Tensor t;
   ar.read(key, t);
   return t;
 }
 
+torch::serialize::InputArchive read_archive(torch::serialize::InputArchive& ar, const std::string& key) {
+  torch::serialize::InputArchive sub;
+  ar.read(key, sub);
+  return sub;
+}
+
+c10::IValue read_value(torch::serialize::InputArchive& ar, const std::string& key) {
+  c10::IValue v;
+  ar.read(key, v);
+  return v;
+}
+
+struct AdamState {
+  torch::Tensor exp_avg, exp_avg_sq;  // [numel], parameter order
+  int64_t steps = 0;
+};
+
+// Format 2's Adam state, written by torch::optim::Adam::save: "param_groups" lists each
+// parameter's state key in parameter order ("param_groups/0" -> "params/<i>"), "state"
+// holds one archive per key with step, exp_avg and exp_avg_sq. The keys are only matched
+// as strings, so files from any libtorch version read alike.
+AdamState read_legacy_adam(torch::serialize::InputArchive& opt) {
+  auto groups = read_archive(opt, "param_groups");
+  TORCH_CHECK(read_tensor(groups, "param_groups/size").item<int64_t>() == 1, "expected one parameter group");
+  auto group = read_archive(groups, "param_groups/0");
+  auto state = read_archive(opt, "state");
+  const int64_t n = read_tensor(group, "params/size").item<int64_t>();
+  std::vector<torch::Tensor> m, v;
+  AdamState out;
+  for (int64_t i = 0; i < n; ++i) {
+    auto param = read_archive(state, read_value(group, "params/" + std::to_string(i)).toStringRef());
+    m.push_back(read_tensor(param, "exp_avg").reshape({-1}));
+    v.push_back(read_tensor(param, "exp_avg_sq").reshape({-1}));
+    out.steps = std::max(out.steps, read_value(param, "step").toInt());
+  }
+  out.exp_avg = torch::cat(m);
+  out.exp_avg_sq = torch::cat(v);
+  return out;
+}
+
 }  // namespace
 
-void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& opt, const TrainProgress& progress,
+void save_checkpoint(const std::string& path, VAE& model, const FlatAdam& adam, const TrainProgress& progress,
                      const Config& config, const std::function<void()>& before_rename) {
   torch::serialize::OutputArchive root;
-  torch::serialize::OutputArchive model_ar, opt_ar;
+  torch::serialize::OutputArchive model_ar;
   model->save(model_ar);
-  opt.save(opt_ar);
   root.write("model", model_ar);
-  root.write("optimizer", opt_ar);
+  root.write("adam_exp_avg", adam.exp_avg());
+  root.write("adam_exp_avg_sq", adam.exp_avg_sq());
+  root.write("adam_step", torch::tensor(adam.steps()));
   root.write("format_version", torch::tensor(kFormatVersion));
   root.write("epoch", torch::tensor(progress.epoch));
   root.write("global_step", torch::tensor(progress.global_step));
@@ -134,10 +179,10 @@ Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, t
   archive_ = std::make_shared<torch::serialize::InputArchive>();
   try {
     archive_->load_from(bytes.data(), bytes.size(), device);
-    const int64_t version = read_tensor(*archive_, "format_version").item<int64_t>();
-    if (version != kFormatVersion) {
-      throw UsageError(fmt::format("checkpoint {}: format version {}, this build reads {}", path, version,
-                                   kFormatVersion));
+    version_ = read_tensor(*archive_, "format_version").item<int64_t>();
+    if (version_ < kOldestReadable || version_ > kFormatVersion) {
+      throw UsageError(fmt::format("checkpoint {}: format version {}, this build reads {} to {}", path, version_,
+                                   kOldestReadable, kFormatVersion));
     }
     progress_.epoch = read_tensor(*archive_, "epoch").item<int64_t>();
     progress_.global_step = read_tensor(*archive_, "global_step").item<int64_t>();
@@ -184,11 +229,17 @@ void Checkpoint::restore_model(VAE& model) const {
   }
 }
 
-void Checkpoint::restore_optimizer(torch::optim::Adam& opt) const {
+void Checkpoint::restore_optimizer(FlatAdam& adam) const {
   try {
-    torch::serialize::InputArchive opt_ar;
-    archive_->read("optimizer", opt_ar);
-    opt.load(opt_ar);
+    AdamState state;
+    if (version_ == 2) {
+      auto opt = read_archive(*archive_, "optimizer");
+      state = read_legacy_adam(opt);
+    } else {
+      state = {read_tensor(*archive_, "adam_exp_avg"), read_tensor(*archive_, "adam_exp_avg_sq"),
+               read_tensor(*archive_, "adam_step").item<int64_t>()};
+    }
+    adam.load_state(state.exp_avg, state.exp_avg_sq, state.steps);
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {

@@ -31,7 +31,8 @@ constexpr const char* kUsage =
     "  vae_ddp manifold    --checkpoint PATH [--out FILE.png] [--side 20] [--label D]   (latent dim 2)\n"
     "  vae_ddp interpolate --checkpoint PATH [--out FILE.png] [--pairs 8] [--steps 10] [--data-dir DIR]\n"
     "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n"
-    "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n";
+    "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n"
+    "  vae_ddp inspect --checkpoint PATH  (progress and every tensor's SHA-256, as JSON)\n";
 
 // Every option is taken as text and parsed by our own parsers, so each bad value is
 // reported with the flag's name.
@@ -149,6 +150,17 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   return o;
 }
 
+// `inspect`'s checkpoint path, or nothing after --help.
+std::optional<std::string> parse_inspect(int argc, char** argv) {
+  cxxopts::Options opts("vae_ddp inspect", "Print a checkpoint's progress and its tensors' SHA-256 as JSON.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const std::string checkpoint = text(*parsed, "checkpoint").value_or("");
+  require_checkpoint(checkpoint, "inspect");
+  return checkpoint;
+}
+
 std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, char** argv) {
   PictureOptions o;
   o.kind = kind;
@@ -234,6 +246,10 @@ int dispatch(const std::string& command, int argc, char** argv) {
     if (ckpt.empty() || out.empty()) throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
     return export_command(ckpt, out, data);
   }
+  if (command == "inspect") {
+    auto ckpt = parse_inspect(argc, argv);
+    return ckpt ? inspect_command(*ckpt) : kExitOk;
+  }
   if (command == "trace") {
     std::vector<std::string> rest(argv, argv + argc);
     const std::string out = take_flag(rest, "--out").value_or("");
@@ -254,7 +270,7 @@ int dispatch(const std::string& command, int argc, char** argv) {
     return o ? picture_command(*o) : kExitOk;
   }
   throw UsageError(fmt::format("unknown command '{}'; expected train, eval, sample, latent-map, manifold, "
-                               "interpolate, trace or export (see vae_ddp --help)",
+                               "interpolate, trace, export or inspect (see vae_ddp --help)",
                                command));
 }
 

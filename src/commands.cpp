@@ -6,9 +6,14 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/version.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "vae_ddp/checkpoint.h"
 #include "vae_ddp/comm.h"
+#include "vae_ddp/digest.h"
 #include "vae_ddp/download.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/evaluate.h"
@@ -306,14 +311,38 @@ int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
 
 namespace vae {
 
+namespace {
+
+// What torch::pickle_save writes, minus its type tags: a plain dict of tensors in torch.save's
+// zip format. pickle_save tags typed dicts with torch.jit._pickle.restore_type_tag, which
+// torch.load(weights_only=True), the default since PyTorch 2.6, refuses.
+std::string save_state_dict(const c10::impl::GenericDict& dict) {
+  std::vector<char> pickle;
+  torch::jit::Pickler pickler([&](const char* buf, size_t n) { pickle.insert(pickle.end(), buf, buf + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+                              /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(dict);
+  pickler.stop();
+  std::string bytes;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return bytes;
+}
+
+}  // namespace
+
 int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir) {
   const Checkpoint ckpt(checkpoint, torch::kCPU);
   VAE model = load_model(ckpt, torch::kCPU);
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
   for (const auto& p : model->named_parameters()) dict.insert(p.key(), p.value().detach().clone());
   for (const auto& b : model->named_buffers()) dict.insert(b.key(), b.value().detach().clone());
-  const std::vector<char> bytes = torch::pickle_save(dict);
-  write_file_atomic(out, std::string(bytes.begin(), bytes.end()));
+  write_file_atomic(out, save_state_dict(dict));
   const Config data = data_config(ckpt.config(), data_dir, /*verify_md5=*/false);
   const Dataset test = load_dataset(data.dataset, resolved_data_dir(data), Split::kTest, false, /*limit=*/8);
   torch::NoGradGuard no_grad;
@@ -321,6 +350,49 @@ int export_command(const std::string& checkpoint, const std::string& out, const 
   write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits
   fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
              out);
+  return kExitOk;
+}
+
+}  // namespace vae
+
+namespace vae {
+
+namespace {
+
+std::string tensor_sha256(const torch::Tensor& t) {
+  const auto c = t.detach().to(torch::kCPU).contiguous();
+  return sha256_hex(c.data_ptr(), static_cast<size_t>(c.nbytes()));
+}
+
+}  // namespace
+
+int inspect_command(const std::string& checkpoint) {
+  const Checkpoint ckpt(checkpoint, torch::kCPU);
+  // Through the same restore paths as a resumed run: model, Adam, generator, progress.
+  VAE model = load_model(ckpt, torch::kCPU);
+  const auto params = model->parameters();
+  int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  FlatAdam adam(params, torch::zeros({n}), AdamOptions{});
+  ckpt.restore_optimizer(adam);
+  ckpt.restore_rng();
+  const TrainProgress& pr = ckpt.progress();
+  std::vector<std::string> tensors;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    tensors.push_back(fmt::format("  \"{}\": {{\"dtype\": \"{}\", \"shape\": [{}], \"sha256\": \"{}\"}}", name,
+                                  c10::toString(t.scalar_type()), fmt::join(t.sizes(), ", "), tensor_sha256(t)));
+  };
+  for (const auto& p : model->named_parameters()) add("model." + p.key(), p.value());
+  for (const auto& b : model->named_buffers()) add("model." + b.key(), b.value());
+  add("adam.exp_avg", adam.exp_avg());
+  add("adam.exp_avg_sq", adam.exp_avg_sq());
+  add("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  fmt::print("{{\n  \"checkpoint\": \"{}\",\n  \"architecture\": \"{}\",\n  \"epoch\": {},\n  \"global_step\": {},\n"
+             "  \"step_in_epoch\": {},\n  \"adam_step\": {},\n  \"loss_scale\": {},\n  \"scale_growth_tracker\": {},\n"
+             "  \"partial_sums\": [{}],\n  \"partial_seconds\": {},\n{}\n}}\n",
+             checkpoint, describe_architecture(ckpt.config()), pr.epoch, pr.global_step, pr.step_in_epoch,
+             adam.steps(), pr.scaler.scale, pr.scaler.growth_tracker, fmt::join(pr.partial_sums, ", "),
+             pr.partial_seconds, fmt::join(tensors, ",\n"));
   return kExitOk;
 }
 

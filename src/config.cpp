@@ -53,7 +53,7 @@ const std::vector<Field>& config_fields() {
       {"precision", &Config::precision, "fp32 | bf16 | fp16 (CUDA): autocast, fp32 weights"},
       {"backend", &Config::backend, "auto | nccl | mpi: gradient all-reduce backend"},
       {"comm-timeout", &Config::comm_timeout, "seconds a collective may wait before the job is ended"},
-      {"cpu-fast-path", &Config::cpu_fast_path, "CPU fp32: hand-written step on oneDNN GEMMs (false: libtorch autograd)"},
+      {"cpu-fast-path", &Config::cpu_fast_path, "CPU fp32: hand-written step on oneDNN (or ATen) GEMMs (false: libtorch autograd)"},
       {"profile", &Config::profile, "print per epoch where step time goes (data, forward, backward, all-reduce, optimizer)"},
   };
   return fields;

@@ -2,14 +2,9 @@
 
 #include <cmath>
 
-#include <c10/util/string_utils.h>
-
 namespace vae {
 
 namespace {
-
-// torch::optim::Adam keys its per-parameter state by the parameter's TensorImpl address.
-std::string state_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
 // The fused update on the CPU: one pass reading p, g, m, v and writing p, m, v. Built for
 // AVX-512, AVX2 and baseline x86-64; the loader picks the best this CPU runs.
@@ -28,76 +23,60 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void adam_cpu(float
 
 }  // namespace
 
-FlatAdam::FlatAdam(torch::optim::Adam& adam, std::vector<torch::Tensor> params, torch::Tensor flat_grads,
-                   bool decoupled_weight_decay)
-    : adam_(adam), params_(std::move(params)), flat_grads_(std::move(flat_grads)), decoupled_(decoupled_weight_decay) {
+FlatAdam::FlatAdam(std::vector<torch::Tensor> params, torch::Tensor flat_grads, AdamOptions options)
+    : options_(options), params_(std::move(params)), flat_grads_(std::move(flat_grads)) {
   int64_t n = 0;
   for (const auto& p : params_) n += p.numel();
   TORCH_CHECK(n == flat_grads_.numel(), "FlatAdam: gradient buffer size does not match the parameters");
   flat_params_ = torch::empty({n}, flat_grads_.options());
   exp_avg_ = torch::zeros({n}, flat_grads_.options());
   exp_avg_sq_ = torch::zeros({n}, flat_grads_.options());
-  attach();
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (auto& p : params_) {
+    auto view = flat_params_.narrow(/*dim=*/0, offset, p.numel()).view(p.sizes());
+    view.copy_(p);
+    p.set_data(view);
+    offset += p.numel();
+  }
 }
 
-void FlatAdam::attach() {
+void FlatAdam::load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps) {
+  TORCH_CHECK(exp_avg.numel() == exp_avg_.numel() && exp_avg_sq.numel() == exp_avg_sq_.numel(),
+              "Adam state holds ", exp_avg.numel(), " and ", exp_avg_sq.numel(), " values, the parameters ",
+              exp_avg_.numel());
+  TORCH_CHECK(steps >= 0, "Adam step count ", steps, " is negative");
   torch::NoGradGuard no_grad;
-  auto& state = adam_.state();
-  int64_t offset = 0;
-  step_ = 0;
-  for (auto& p : params_) {
-    const int64_t k = p.numel();
-    auto view = [&](torch::Tensor& flat) { return flat.narrow(/*dim=*/0, offset, k).view(p.sizes()); };
-    view(flat_params_).copy_(p);
-    p.set_data(view(flat_params_));
-    auto it = state.find(state_key(p));
-    auto fresh = std::make_unique<torch::optim::AdamParamState>();
-    if (it != state.end()) {
-      auto& loaded = static_cast<torch::optim::AdamParamState&>(*it->second);
-      view(exp_avg_).copy_(loaded.exp_avg());
-      view(exp_avg_sq_).copy_(loaded.exp_avg_sq());
-      fresh->step(loaded.step());
-    } else {
-      view(exp_avg_).zero_();
-      view(exp_avg_sq_).zero_();
-    }
-    fresh->exp_avg(view(exp_avg_));
-    fresh->exp_avg_sq(view(exp_avg_sq_));
-    step_ = std::max(step_, fresh->step());
-    state[state_key(p)] = std::move(fresh);
-    offset += k;
-  }
+  exp_avg_.copy_(exp_avg.reshape({-1}));
+  exp_avg_sq_.copy_(exp_avg_sq.reshape({-1}));
+  step_ = steps;
 }
 
 void FlatAdam::step() {
   torch::NoGradGuard no_grad;
-  const auto& opts = static_cast<const torch::optim::AdamOptions&>(adam_.param_groups().front().options());
-  const double beta1 = std::get<0>(opts.betas()), beta2 = std::get<1>(opts.betas());
+  const double beta1 = options_.beta1, beta2 = options_.beta2, lr = options_.lr;
   ++step_;
-  for (auto& p : params_) {
-    static_cast<torch::optim::AdamParamState&>(*adam_.state().at(state_key(p))).step(step_);
-  }
   const double bc1 = 1 - std::pow(beta1, static_cast<double>(step_));
   const double bc2 = 1 - std::pow(beta2, static_cast<double>(step_));
-  const double step_size = opts.lr() / bc1;
-  if (opts.weight_decay() > 0) {
-    if (decoupled_) {
-      flat_params_.mul_(1 - opts.lr() * opts.weight_decay());  // AdamW: decay the weights themselves
+  const double step_size = lr / bc1;
+  if (options_.weight_decay > 0) {
+    if (options_.decoupled) {
+      flat_params_.mul_(1 - lr * options_.weight_decay);  // AdamW: decay the weights themselves
     } else {
-      flat_grads_.add_(flat_params_, opts.weight_decay());  // Adam: L2 penalty folded into the gradient
+      flat_grads_.add_(flat_params_, options_.weight_decay);  // Adam: L2 penalty folded into the gradient
     }
   }
   if (flat_params_.device().is_cpu()) {
     adam_cpu(flat_params_.data_ptr<float>(), flat_grads_.data_ptr<float>(), exp_avg_.data_ptr<float>(),
              exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1),
-             static_cast<float>(beta2), static_cast<float>(opts.eps()), static_cast<float>(step_size),
+             static_cast<float>(beta2), static_cast<float>(options_.eps), static_cast<float>(step_size),
              static_cast<float>(std::sqrt(bc2)));
     return;
   }
   // Elsewhere (CUDA): torch::optim::Adam's ops, once over the whole flat buffers.
   exp_avg_.mul_(beta1).add_(flat_grads_, 1 - beta1);
   exp_avg_sq_.mul_(beta2).addcmul_(flat_grads_, flat_grads_, 1 - beta2);
-  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(opts.eps());
+  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(options_.eps);
   flat_params_.addcdiv_(exp_avg_, denom, -step_size);
 }
 

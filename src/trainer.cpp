@@ -56,11 +56,12 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   model_ = VAE(model_options(config_));
   model_->to(device_);
   model_->set_communicator(&comm_);  // BatchNorm statistics over the global batch
-  optimizer_ = std::make_unique<torch::optim::Adam>(
-      model_->parameters(), torch::optim::AdamOptions(config_.lr).weight_decay(config_.weight_decay));
   grads_ = std::make_unique<GradBuffer>(model_->parameters());
-  adam_ = std::make_unique<FlatAdam>(*optimizer_, model_->parameters(), grads_->grads(),
-                                     /*decoupled_weight_decay=*/config_.optimizer == "adamw");
+  AdamOptions adam;
+  adam.lr = config_.lr;
+  adam.weight_decay = config_.weight_decay;
+  adam.decoupled = config_.optimizer == "adamw";
+  adam_ = std::make_unique<FlatAdam>(model_->parameters(), grads_->grads(), adam);
   if (config_.cpu_fast_path && device_.is_cpu() && precision_ == Precision::kFP32 &&
       CpuStep::supports(model_->options())) {
     cpu_step_ = std::make_unique<CpuStep>(model_);
@@ -77,8 +78,7 @@ int64_t Trainer::steps_per_epoch() const {
 void Trainer::resume_from(const Checkpoint& ckpt) {
   check_resumable(ckpt, config_);
   ckpt.restore_model(model_);
-  ckpt.restore_optimizer(*optimizer_);
-  adam_->attach();  // loading rebound the parameters' and moments' storage
+  ckpt.restore_optimizer(*adam_);
   ckpt.restore_rng();
   progress_ = ckpt.progress();
   scaler_ = LossScaler(precision_ == Precision::kFP16, device_, progress_.scaler);
@@ -316,7 +316,7 @@ void Trainer::write_images(int64_t epoch) {
 }
 
 void Trainer::save(const std::string& path, int64_t epoch) {
-  save_checkpoint(path, model_, *optimizer_, progress_, config_,
+  save_checkpoint(path, model_, *adam_, progress_, config_,
                   [&] { maybe_inject_fault(FaultSite::kSave, comm_.world().rank, epoch); });
 }
 

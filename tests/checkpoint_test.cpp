@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "test_util.h"
+#include "vae_ddp/digest.h"
 #include "vae_ddp/errors.h"
 #include "vae_ddp/trainer.h"
 
@@ -40,6 +43,48 @@ class CheckpointTest : public ::testing::Test {
     t->train_epoch(1);
     Save(*t, dir_ / "e1.pt");
     return dir_ / "e1.pt";
+  }
+  // Writes `t`'s model as format 2 did (vae_ddp up to libtorch 1.13 only): the Adam state
+  // in torch::optim::Adam's own archive layout, here after one libtorch Adam step on the
+  // gradients `grads` (one per parameter), so the moments are (1-b1) g and (1-b2) g^2.
+  void SaveFormat2(Trainer& t, const std::vector<torch::Tensor>& grads, const std::string& path) {
+    auto params = t.model()->parameters();
+    std::vector<torch::Tensor> copies;
+    for (size_t i = 0; i < params.size(); ++i) {
+      copies.push_back(params[i].detach().clone().requires_grad_());
+      copies.back().mutable_grad() = grads[i];
+    }
+    torch::optim::Adam adam(copies, torch::optim::AdamOptions(config_.lr));
+    adam.step();
+    torch::serialize::OutputArchive root, model_ar, opt_ar;
+    t.model()->save(model_ar);
+    adam.save(opt_ar);
+    root.write("model", model_ar);
+    root.write("optimizer", opt_ar);
+    root.write("format_version", torch::tensor(int64_t{2}));
+    root.write("epoch", torch::tensor(int64_t{1}));
+    root.write("global_step", torch::tensor(int64_t{1}));
+    const std::string yaml = to_yaml(config_);
+    root.write("config_yaml", torch::from_blob(const_cast<char*>(yaml.data()), {static_cast<int64_t>(yaml.size())},
+                                               torch::kUInt8).clone());
+    root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+    root.write("loss_scale", torch::tensor(65536.0, torch::kFloat64));
+    root.write("scale_growth_tracker", torch::tensor(int64_t{0}));
+    root.write("step_in_epoch", torch::tensor(int64_t{0}));
+    root.write("partial_sums", torch::zeros({4}, torch::kFloat64));
+    root.write("partial_seconds", torch::tensor(0.0, torch::kFloat64));
+    std::string bytes;
+    root.save_to([&bytes](const void* data, size_t size) {
+      bytes.append(static_cast<const char*>(data), size);
+      return size;
+    });
+    // The trailer: magic, the archive's length (8 bytes, little-endian), its raw SHA-256.
+    std::string trailer = "VAEDDPck";
+    for (int i = 0; i < 8; ++i) trailer += static_cast<char>((bytes.size() >> (8 * i)) & 0xff);
+    const std::string hex = sha256_hex(bytes.data(), bytes.size());
+    for (size_t i = 0; i < hex.size(); i += 2) trailer += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+    const std::string file = bytes + trailer;
+    testing::write_bytes(path, {file.begin(), file.end()});
   }
   std::string LoadError(const std::string& path) {
     try {
@@ -87,6 +132,40 @@ TEST_F(CheckpointTest, ResumeIsBitIdenticalToAnUninterruptedRun) {
   resumed->resume_from(Checkpoint(SavedAfterEpoch1()));
   resumed->train_epoch(2);
   EXPECT_TRUE(SameParameters(*straight, *resumed));
+}
+
+// Format 3 stores the Adam state under vae_ddp's own keys: a resumed trainer has the
+// writer's moments and step count, bit for bit.
+TEST_F(CheckpointTest, AdamStateRoundTripsExactly) {
+  auto a = MakeTrainer();
+  a->train_epoch(1);
+  Save(*a, dir_ / "a.pt");
+  auto b = MakeTrainer();
+  EXPECT_EQ(b->optimizer().steps(), 0);
+  b->resume_from(Checkpoint(dir_ / "a.pt"));
+  EXPECT_EQ(b->optimizer().steps(), 5);
+  EXPECT_TRUE(torch::equal(a->optimizer().exp_avg(), b->optimizer().exp_avg()));
+  EXPECT_TRUE(torch::equal(a->optimizer().exp_avg_sq(), b->optimizer().exp_avg_sq()));
+  EXPECT_GT(b->optimizer().exp_avg_sq().sum().item<double>(), 0);
+}
+
+// Files written before format 3 (torch::optim::Adam's layout, whatever libtorch wrote
+// them) still resume: the moments come back in parameter order.
+TEST_F(CheckpointTest, Format2FilesStillResume) {
+  auto a = MakeTrainer();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : a->model()->parameters()) grads.push_back(torch::randn(p.sizes()));
+  SaveFormat2(*a, grads, dir_ / "v2.pt");
+  auto b = MakeTrainer();
+  b->resume_from(Checkpoint(dir_ / "v2.pt"));
+  std::vector<torch::Tensor> flat;
+  for (const auto& g : grads) flat.push_back(g.reshape({-1}));
+  const auto g = torch::cat(flat);
+  EXPECT_EQ(b->optimizer().steps(), 1);
+  EXPECT_TRUE(torch::allclose(b->optimizer().exp_avg(), 0.1 * g, /*rtol=*/1e-6, /*atol=*/0));
+  EXPECT_TRUE(torch::allclose(b->optimizer().exp_avg_sq(), 0.001 * g * g, /*rtol=*/1e-5, /*atol=*/0));
+  EXPECT_TRUE(SameParameters(*a, *b));
+  b->train_epoch(2);  // and training goes on from there
 }
 
 TEST_F(CheckpointTest, ResumeWithoutOptimizerStateWouldDiffer) {

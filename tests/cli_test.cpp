@@ -82,7 +82,7 @@ TEST_F(CliTest, PictureSubcommandsOnAConditionalLatent2Model) {
   const Result r = Train(out, "--epochs 1 --latent-dim 2 --conditional");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(out + "/manifold.png"));  // latent dim 2: training draws it too
-  for (const std::string args : {"latent-map --out " + (tmp_ / "map.png"), "manifold --label 3 --out " + (tmp_ / "m.png"),
+  for (const std::string& args : {"latent-map --out " + (tmp_ / "map.png"), "manifold --label 3 --out " + (tmp_ / "m.png"),
                                  "interpolate --pairs 4 --steps 6 --out " + (tmp_ / "i.png"),
                                  "sample --label 7 --n 16 --out " + (tmp_ / "s.png")}) {
     const Result p = Run(args + " --checkpoint " + ckpt);

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# vae_ddp against Python PyTorch (bench/reference.py, Debian's python3-torch: the same
-# libtorch). Skipped (exit 77) without python3-torch.
+# vae_ddp against Python PyTorch (bench/reference.py) with the same libtorch as the build:
+# $VAE_PYTHON (tests/CMakeLists.txt: .venv-torch2's python for the 2.11 build, else Debian's
+# python3 with python3-torch 1.13). Skipped (exit 77) when it cannot import torch.
 #   pytorch_check.sh parity BINARY SOURCE_DIR DATA_DIR [vae_ddp flags...]
 #       vae_ddp writes 20 steps (weights, batches, noise, beta, loss); PyTorch replays them
 #       and fails when a step's loss differs by more than 1e-4 relative.
 #   pytorch_check.sh export BINARY SOURCE_DIR DATA_DIR [vae_ddp flags...]
-#       a short run's checkpoint goes through `vae_ddp export`; torch.load reads it into
+#       a short run's checkpoint goes through `vae_ddp export`; torch.load(weights_only=True) reads it into
 #       the reference model, whose decoded posterior means must match vae_ddp's (1e-5).
 set -euo pipefail
 MODE="$1" BIN="$2" SRC="$3" DATA="$4"
 shift 4
-PY=/usr/bin/python3   # Debian's interpreter: python3-torch is installed for it
+PY="${VAE_PYTHON:-/usr/bin/python3}"
 if ! "$PY" -c 'import torch, numpy' 2>/dev/null; then
   echo "SKIP: $PY cannot import torch (install python3-torch) - PyTorch $MODE not checked"
   exit 77
 fi
+echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)') ($PY)"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 case "$MODE" in

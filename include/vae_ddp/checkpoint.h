@@ -15,6 +15,7 @@
 
 #include "vae_ddp/amp.h"
 #include "vae_ddp/config.h"
+#include "vae_ddp/flat_adam.h"
 #include "vae_ddp/model.h"
 
 namespace vae {
@@ -33,7 +34,7 @@ struct TrainProgress {
 
 // Writes `path` atomically. Throws std::runtime_error naming the path on I/O failure
 // (the previous file at `path`, if any, is left as it was).
-void save_checkpoint(const std::string& path, VAE& model, torch::optim::Adam& opt,
+void save_checkpoint(const std::string& path, VAE& model, const FlatAdam& adam,
                      const TrainProgress& progress, const Config& config,
                      const std::function<void()>& before_rename = {});
 
@@ -54,13 +55,15 @@ class Checkpoint {
   // Copies the weights into `model`'s parameters, in place (their storage is kept).
   // Throws UsageError naming the file when the model's architecture differs.
   void restore_model(VAE& model) const;
-  // Replaces `opt`'s state (and its tensors' storage: see FlatAdam::attach).
-  void restore_optimizer(torch::optim::Adam& opt) const;
+  // Replaces `adam`'s moments and step count (format 3's own keys, or format 2's
+  // torch::optim layout). Throws UsageError naming the file when they do not fit.
+  void restore_optimizer(FlatAdam& adam) const;
   // Restores the default CPU generator to its state at save time.
   void restore_rng() const;
 
  private:
   std::string path_;
+  int64_t version_ = 0;  // the file's format_version
   Config config_;
   TrainProgress progress_;
   std::shared_ptr<torch::serialize::InputArchive> archive_;

@@ -57,6 +57,12 @@ int picture_command(const PictureOptions& options);
 // decode(mu) for the first 8 test images, to check a Python reimplementation against.
 int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir);
 
+// `vae_ddp inspect --checkpoint X`: loads the checkpoint through the paths a resumed run
+// takes (model, Adam state, generator, progress) and prints, as JSON, its progress and the
+// SHA-256 of every tensor: two builds (say, libtorch 1.13 and 2.11) that print the same
+// JSON for a file have restored it bit for bit.
+int inspect_command(const std::string& checkpoint);
+
 // `vae_ddp trace --out DIR [--steps 20] [train options]`: one process runs the first
 // `steps` steps of epoch 1 and writes, as NumPy files, the initial weights and each step's
 // batch indices and noise, with trace.json holding each step's beta and loss. The PyTorch

@@ -1,10 +1,11 @@
 // Adam over parameters, gradients and moments that each live in one flat buffer, so a
 // step is one fused pass (CPU: one OpenMP SIMD loop) or a handful of whole-buffer ops
 // (other devices) instead of about ten ops per parameter tensor. The math is
-// torch::optim::Adam's (no amsgrad), with its weight_decay option as an L2 term added to
-// the gradient, or, decoupled, as torch::optim::AdamW's decay of the weights (AdamW). The torch::optim::Adam stays the
-// owner of the state as the checkpoint sees it: its per-parameter exp_avg/exp_avg_sq are
-// views into the flat moments, so checkpoints keep their format.
+// torch::optim::Adam's (no amsgrad), with weight decay as an L2 term added to the gradient
+// or, decoupled, as torch::optim::AdamW's decay of the weights. FlatAdam owns its state
+// (the two moments and the step count); checkpoints store that state under their own keys,
+// so the file format does not depend on libtorch's optimizer serialization, which changed
+// between libtorch 1.13 and 2.x.
 #pragma once
 
 #include <cstdint>
@@ -14,26 +15,37 @@
 
 namespace vae {
 
+struct AdamOptions {
+  double lr = 1e-3;            // learning rate
+  double beta1 = 0.9;          // first-moment decay
+  double beta2 = 0.999;        // second-moment decay
+  double eps = 1e-8;           // added to sqrt of the bias-corrected second moment
+  double weight_decay = 0;     // L2 (Adam) or decoupled (AdamW) decay
+  bool decoupled = false;      // AdamW: w *= 1 - lr * weight_decay before the update
+};
+
 class FlatAdam {
  public:
-  // `params` are `adam`'s parameters; `flat_grads` [numel] holds their gradients in the
-  // same order (GradBuffer::grads()). Moves the parameters into one flat buffer.
-  // decoupled_weight_decay: AdamW (w *= 1 - lr * weight_decay before the Adam update).
-  FlatAdam(torch::optim::Adam& adam, std::vector<torch::Tensor> params, torch::Tensor flat_grads,
-           bool decoupled_weight_decay = false);
+  // `flat_grads` [numel] holds the gradients of `params` in the same order
+  // (GradBuffer::grads()). Moves the parameters into one flat buffer: each parameter
+  // becomes a view of it, so in-place copies into the parameters keep working.
+  FlatAdam(std::vector<torch::Tensor> params, torch::Tensor flat_grads, AdamOptions options);
 
   // One Adam update of every parameter.
   void step();
-  // Call after parameters or optimizer state were loaded from a checkpoint (loading
-  // rebinds their storage): copies them back into the flat buffers and re-points them.
-  void attach();
   int64_t steps() const { return step_; }
 
+  // The state as checkpoints store it: both moments flat [numel], in parameter order.
+  const torch::Tensor& exp_avg() const { return exp_avg_; }
+  const torch::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
+  // Replaces the state with a checkpoint's (copied into the flat buffers, which stay
+  // where they are). Throws c10::Error when a moment's size differs from the parameters'.
+  void load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps);
+
  private:
-  torch::optim::Adam& adam_;
+  AdamOptions options_;
   std::vector<torch::Tensor> params_;
   torch::Tensor flat_params_, flat_grads_, exp_avg_, exp_avg_sq_;  // each [numel]
-  bool decoupled_ = false;
   int64_t step_ = 0;
 };
 

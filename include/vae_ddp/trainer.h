@@ -71,7 +71,7 @@ class Trainer {
   std::vector<StepRecord> trace(int64_t steps);
 
   VAE& model() { return model_; }
-  torch::optim::Adam& optimizer() { return *optimizer_; }
+  const FlatAdam& optimizer() const { return *adam_; }
   const TrainProgress& progress() const { return progress_; }
   int64_t steps_per_epoch() const;
   // Throws when the ranks' parameters differ (see check_replicas_agree). Collective.
@@ -105,8 +105,7 @@ class Trainer {
   Communicator& comm_;
   Precision precision_;
   VAE model_{nullptr};
-  std::unique_ptr<torch::optim::Adam> optimizer_;  // holds the Adam state as checkpoints see it
-  std::unique_ptr<FlatAdam> adam_;                   // does the updates, fused, on flat buffers
+  std::unique_ptr<FlatAdam> adam_;  // owns the Adam state; updates, fused, on flat buffers
   std::unique_ptr<GradBuffer> grads_;
   std::unique_ptr<CpuStep> cpu_step_;  // the CPU fp32 fast path, when enabled
   LossScaler scaler_;
