@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The laptop build: configures and builds vae_ddp with VAE_WITH_MPI=OFF (no MPI, no NCCL)
 # in its own build tree, then checks that it trains in one process and refuses to pretend
-# it can run under a launcher. Usage: build_without_mpi.sh SOURCE_DIR BUILD_DIR DATA_DIR
+# it can run under a launcher, against the same libtorch as the build that runs the test.
+# Usage: build_without_mpi.sh SOURCE_DIR BUILD_DIR DATA_DIR [CMAKE_PREFIX_PATH]
 set -euo pipefail
-SRC="$1" BUILD="$2" DATA="$3"
-cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVAE_WITH_MPI=OFF -DVAE_BUILD_TESTS=OFF >/dev/null
+SRC="$1" BUILD="$2" DATA="$3" PREFIX="${4:-}"
+cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVAE_WITH_MPI=OFF -DVAE_BUILD_TESTS=OFF \
+  ${PREFIX:+-DCMAKE_PREFIX_PATH="$PREFIX"} >/dev/null
 cmake --build "$BUILD" --target vae_ddp -- --quiet
-if ldd "$BUILD/vae_ddp" | grep -Eq 'libmpi|libnccl'; then
+# The binary's own dependencies (a CUDA libtorch itself depends on NCCL, so not ldd's list).
+if readelf -d "$BUILD/vae_ddp" | grep NEEDED | grep -Eq 'libmpi|libnccl'; then
   echo "FAIL: the VAE_WITH_MPI=OFF binary links MPI or NCCL" >&2; exit 1
 fi
 OUT="$(mktemp -d)"

@@ -56,7 +56,7 @@ def main(run_dir):
     if problems:
         print("FAIL: TensorBoard's reader disagrees with metrics.csv:\n  " + "\n  ".join(problems[:20]))
         sys.exit(1)
-    print(f"tensorboard {ea.__name__.split('.')[0]} EventAccumulator: {sum(len(v) for v in scalars.values())} "
+    print(f"TensorBoard's EventAccumulator: {sum(len(v) for v in scalars.values())} "
           f"scalars over {len(scalars)} tags, {len(images)} images; epochs {[int(r['epoch']) for r in rows]} "
           f"match metrics.csv")
 
