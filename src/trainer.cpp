@@ -14,6 +14,7 @@
 #include "vae_ddp/loss.h"
 #include "vae_ddp/metrics.h"
 #include "vae_ddp/pictures.h"
+#include "vae_ddp/plots.h"
 #include "vae_ddp/runtime.h"
 #include "vae_ddp/rng.h"
 #include "vae_ddp/stop_signal.h"
@@ -310,7 +311,9 @@ void Trainer::write_images(int64_t epoch) {
   auto pair = torch::cat({x, recon}).view({-1, kImageSide, kImageSide});
   write_grid_png(epoch_file(config_.out_dir + "/reconstructions", epoch, "png"), pair, /*cols=*/x.size(0));
   // The latest pictures of the latent space, replaced at each sample epoch.
-  write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/latent_map.png");
+  if (plots_available()) {
+    write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/latent_map.png");
+  }
   if (config_.latent_dim == 2) write_manifold(model_, config_.out_dir + "/manifold.png");
   write_interpolations(model_, test_, config_.out_dir + "/interpolation.png");
 }
@@ -360,7 +363,9 @@ RunEnd Trainer::run() {
       }
       metrics->append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
                        train.seconds});
-      write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
+      if (plots_available()) {
+        write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
+      }
       const std::pair<const char*, double> scalars[] = {
           {"epoch/train_loss", train.loss}, {"epoch/train_bce", train.bce}, {"epoch/train_kld", train.kld},
           {"epoch/beta", train.beta},       {"epoch/test_loss", test.loss}, {"epoch/test_bce", test.bce},

@@ -19,6 +19,10 @@ struct Panel {
   std::vector<Series> series;
 };
 
+// False when this vae_ddp was built without cairo (VAE_WITH_PLOTS=OFF, or libcairo2-dev
+// absent): the two writers below then throw UsageError naming the missing library.
+bool plots_available();
+
 // Panels side by side in one PNG of `panel_width` x `height` pixels per panel; each
 // panel gets its own axes (ranges from its data, "nice" 1-2-5 ticks) and legend.
 // Written atomically; throws std::runtime_error naming the path on failure.
