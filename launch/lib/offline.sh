@@ -178,6 +178,17 @@ system_sonames() {
     END {for (i in name) if (kind[i] == want) print name[i], path[i]}'
 }
 
+# Open MPI's programs (mpirun, mpicxx, orted, ompi_info, ...) as links in PREFIX/mpi-bin, which
+# env.sh puts first on PATH: a system MPI's mpirun or wrapper must not meet this libmpi. The
+# rest of PREFIX/usr/bin goes after the system's own programs (python3 stays the system's).
+link_mpi_programs() {
+  local prefix="$1" f
+  mkdir -p "$prefix/mpi-bin"
+  for f in "$prefix"/usr/bin/{mpi,orte,ompi,opal,osh,shmem}*; do
+    if [ -e "$f" ]; then ln -sfn "../usr/bin/${f##*/}" "$prefix/mpi-bin/${f##*/}"; fi
+  done
+}
+
 # Replaces every shared library of PREFIX whose soname the system already provides by a link
 # to the system's copy, so that copy wins wherever PREFIX's is asked for (the loader's
 # search, CMake configs naming libfoo.so.1.2.3) and nothing of the system is shadowed. Links
@@ -222,7 +233,7 @@ write_env() {
   cat >"$prefix/env.sh" <<ENV
 # Made by launch/setup --from: source it before building, testing or running vae_ddp.
 VAE_PREFIX="$prefix"
-export PATH="\$VAE_PREFIX/usr/bin\${PATH:+:\$PATH}"
+export PATH="\$VAE_PREFIX/mpi-bin\${PATH:+:\$PATH}:\$VAE_PREFIX/usr/bin"
 export LD_LIBRARY_PATH="\$VAE_PREFIX/usr/lib/$triple:\$VAE_PREFIX/usr/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export CMAKE_PREFIX_PATH="\$VAE_PREFIX/usr\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
 export PKG_CONFIG_PATH="\$VAE_PREFIX/usr/lib/$triple/pkgconfig:\$VAE_PREFIX/usr/lib/pkgconfig:\$VAE_PREFIX/usr/share/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
@@ -268,6 +279,7 @@ install_from() {
   triple="$(cd "$prefix/usr/lib" && ls -d ./*-linux-gnu* 2>/dev/null | head -1 | cut -c3-)"
   merge_usr "$prefix"
   link_alternatives "$dir" "$prefix"
+  link_mpi_programs "$prefix"
   keep_system_libraries "$prefix"
   relocate_pkgconfig "$prefix"
   write_env "$prefix" "${triple:-$(uname -m)-linux-gnu}"
