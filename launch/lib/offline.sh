@@ -132,7 +132,7 @@ merge_usr() {
   for d in bin sbin lib lib64; do
     [ -d "$prefix/$d" ] && [ ! -L "$prefix/$d" ] || continue
     mkdir -p "$prefix/usr/$d"
-    cp -a "$prefix/$d/." "$prefix/usr/$d/"
+    cp -a --remove-destination "$prefix/$d/." "$prefix/usr/$d/"   # never through a link
     rm -rf "${prefix:?}/$d"
     ln -s "usr/$d" "$prefix/$d"
   done
@@ -272,6 +272,14 @@ install_from() {
   dir="$(cd "$dir" && pwd)"
   mkdir -p "$prefix" 2>/dev/null && [ -w "$prefix" ] || { say "--prefix $prefix: cannot create or write it"; exit 2; }
   prefix="$(cd "$prefix" && pwd)"
+  # A prefix is made whole each time: only an empty directory, or one an earlier --from made.
+  if [ -f "$prefix/.vae_ddp-prefix" ]; then
+    find "$prefix" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  elif [ -n "$(ls -A "$prefix")" ]; then
+    say "--prefix $prefix: not empty, and not made by launch/setup --from; name a new directory"
+    exit 2
+  fi
+  echo "made by vae_ddp's launch/setup --from $dir; --from empties and remakes it" >"$prefix/.vae_ddp-prefix"
   (cd "$dir" && grep -v '^#' MANIFEST | awk '{print $3 "  " $4}' | sha256sum --check --quiet) ||
     { say "--from $dir: files do not match its MANIFEST (copy the folder again)"; exit 2; }
   say "unpacking $(grep -c '^[^#].* debs/' "$dir/MANIFEST") packages into $prefix"
