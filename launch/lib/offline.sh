@@ -259,15 +259,7 @@ FONTS
 }
 
 install_from() {
-  local dir="" prefix="" deb triple
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --from) dir="${2:-}"; shift 2 || offline_usage ;;
-      --prefix) prefix="${2:-}"; shift 2 || offline_usage ;;
-      *) say "unknown option for --from: $1"; offline_usage ;;
-    esac
-  done
-  [ -n "$dir" ] && [ -n "$prefix" ] || offline_usage
+  local dir="$1" prefix="$2" deb triple
   [ -f "$dir/MANIFEST" ] || { say "--from $dir: no MANIFEST there (make the folder with launch/setup --download-only)"; exit 2; }
   dir="$(cd "$dir" && pwd)"
   mkdir -p "$prefix" 2>/dev/null && [ -w "$prefix" ] || { say "--prefix $prefix: cannot create or write it"; exit 2; }
@@ -296,11 +288,15 @@ install_from() {
 
 # setup --from: install, then MNIST from DIR and the build against TORCH_DIR (or DIR's libtorch).
 offline_build() {
-  local dir="" prefix="" args=("$@") torch=() config found=0
+  local dir="" prefix="" torch=() config found=0
   while [ $# -gt 0 ]; do
-    case "$1" in --from) dir="${2:-}" ;; --prefix) prefix="${2:-}" ;; esac
-    shift
+    case "$1" in
+      --from) dir="${2:-}"; shift 2 || offline_usage ;;
+      --prefix) prefix="${2:-}"; shift 2 || offline_usage ;;
+      *) say "unknown option for --from: $1"; offline_usage ;;
+    esac
   done
+  [ -n "$dir" ] && [ -n "$prefix" ] || offline_usage
   # The libtorch first, before minutes of unpacking.
   if [ -n "${TORCH_DIR:-}" ]; then
     for config in "$TORCH_DIR"/{,Torch/,share/cmake/Torch/}TorchConfig.cmake; do
@@ -314,7 +310,7 @@ offline_build() {
     say "name a libtorch: TORCH_DIR=<its cmake dir> (a pip PyTorch's: $TORCH_HINT), or make the folder with --with-libtorch"
     exit 2
   fi
-  install_from "${args[@]}"
+  install_from "$dir" "$prefix"
   prefix="$(cd "$prefix" && pwd)"
   # shellcheck disable=SC1091
   source "$prefix/env.sh"
