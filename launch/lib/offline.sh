@@ -113,13 +113,18 @@ write_manifest() {
 
 # --- install: unpack into PREFIX, keep the system's own libraries, write env.sh ------------
 
-# extract_deb DEB PREFIX: dpkg-deb -x where there is one, else ar + tar.
-extract_deb() {
-  if command -v dpkg-deb >/dev/null 2>&1; then dpkg-deb -x "$1" "$2"; return; fi
-  local tmp
+# deb_tar DEB control|data TAR-OPTIONS...: tar on one of the package's two archives, through
+# dpkg-deb where there is one, else ar (a target that is not Debian-based), for every reader
+# of the packages here.
+deb_tar() {
+  local deb="$1" part="$2" tmp rc=0
+  shift 2
+  if command -v dpkg-deb >/dev/null 2>&1; then
+    if [ "$part" = control ]; then dpkg-deb --ctrl-tarfile "$deb"; else dpkg-deb --fsys-tarfile "$deb"; fi | tar -f - "$@"
+    return
+  fi
   tmp="$(mktemp -d)"
-  (cd "$tmp" && ar x "$1") && tar xf "$tmp"/data.tar.* -C "$2"
-  local rc=$?
+  (cd "$tmp" && ar x "$deb") && tar -f "$tmp/$part".tar.* "$@" || rc=$?
   rm -rf "$tmp"
   return $rc
 }
@@ -148,7 +153,7 @@ link_alternatives() {
   local dir="$1" prefix="$2" deb tmp link target
   tmp="$(mktemp -d)"
   for deb in "$dir"/debs/*.deb; do
-    { dpkg-deb --ctrl-tarfile "$deb" | tar xOf - ./postinst; } 2>/dev/null || true   # most have none
+    deb_tar "$deb" control -xO ./postinst 2>/dev/null || true   # most have none
     echo
   done | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' |
     awk '/update-alternatives/ {
@@ -275,7 +280,7 @@ install_from() {
   (cd "$dir" && grep -v '^#' MANIFEST | awk '{print $3 "  " $4}' | sha256sum --check --quiet) ||
     { say "--from $dir: files do not match its MANIFEST (copy the folder again)"; exit 2; }
   say "unpacking $(grep -c '^[^#].* debs/' "$dir/MANIFEST") packages into $prefix"
-  for deb in "$dir"/debs/*.deb; do extract_deb "$deb" "$prefix" || { say "cannot unpack $deb"; exit 1; }; done
+  for deb in "$dir"/debs/*.deb; do deb_tar "$deb" data -x -C "$prefix" || { say "cannot unpack $deb"; exit 1; }; done
   triple="$(cd "$prefix/usr/lib" && ls -d ./*-linux-gnu* 2>/dev/null | head -1 | cut -c3-)"
   merge_usr "$prefix"
   link_alternatives "$dir" "$prefix"
