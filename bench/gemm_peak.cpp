@@ -11,9 +11,9 @@
 
 #include <torch/torch.h>
 
-#include "vae_ddp/config.h"
-#include "vae_ddp/cpu_gemm.h"
-#include "vae_ddp/model.h"
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/train/cpu_gemm.h"
+#include "vae_ddp/model/model.h"
 
 namespace {
 

@@ -1,13 +1,13 @@
-#include "vae_ddp/checkpoint.h"
+#include "vae_ddp/train/checkpoint.h"
 
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "test_util.h"
-#include "vae_ddp/digest.h"
-#include "vae_ddp/errors.h"
-#include "vae_ddp/trainer.h"
+#include "vae_ddp/base/digest.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/train/trainer.h"
 
 namespace vae {
 namespace {
@@ -23,13 +23,7 @@ class CheckpointTest : public ::testing::Test {
   void Save(Trainer& t, const std::string& path) {
     save_checkpoint(path, t.model(), t.optimizer(), t.progress(), config_);
   }
-  static bool SameParameters(Trainer& a, Trainer& b) {
-    auto pa = a.model()->parameters(), pb = b.model()->parameters();
-    for (size_t i = 0; i < pa.size(); ++i) {
-      if (!torch::equal(pa[i], pb[i])) return false;
-    }
-    return true;
-  }
+  static bool SameParameters(Trainer& a, Trainer& b) { return testing::SameParameters(a.model(), b.model()); }
   // A trainer after epochs 1 and 2 without a break.
   std::unique_ptr<Trainer> TrainedStraight() {
     auto t = MakeTrainer();
@@ -87,12 +81,7 @@ class CheckpointTest : public ::testing::Test {
     testing::write_bytes(path, {file.begin(), file.end()});
   }
   std::string LoadError(const std::string& path) {
-    try {
-      Checkpoint ckpt(path);
-    } catch (const UsageError& e) {
-      return e.what();
-    }
-    return "";
+    return testing::ErrorOf([&] { Checkpoint ckpt(path); });
   }
 
   TempDir dir_;
@@ -235,6 +224,23 @@ TEST_F(CheckpointTest, WriteIsAtomic) {
   EXPECT_NE(testing::read_bytes(dir_ / "c.pt"), before);
   EXPECT_FALSE(std::filesystem::exists(dir_ / "c.pt.tmp"));
   EXPECT_THROW(Save(*a, dir_ / "no/such/dir/c.pt"), std::runtime_error);
+}
+
+TEST(PruneCheckpointsTest, KeepsTheNewestEpochFilesAndEverythingElse) {
+  testing::TempDir dir;
+  for (const char* name : {"epoch_001.pt", "epoch_002.pt", "epoch_010.pt", "epoch_003.pt", "last.pt", "notes.txt"}) {
+    testing::write_bytes(dir / name, {1, 2, 3});
+  }
+  prune_checkpoints(dir.path(), /*keep=*/0);  // 0: keep them all
+  EXPECT_EQ(epoch_checkpoints(dir.path()).size(), 4u);
+  prune_checkpoints(dir.path(), /*keep=*/2);
+  const auto left = epoch_checkpoints(dir.path());
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0].first, 10);
+  EXPECT_EQ(left[1].first, 3);
+  EXPECT_TRUE(std::filesystem::exists(dir / "last.pt"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "notes.txt"));
+  prune_checkpoints(dir.path() + "/absent", /*keep=*/1);  // no folder: nothing to do
 }
 
 }  // namespace

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/checkpoint.h"
-#include "vae_ddp/model.h"
-#include "vae_ddp/plots.h"
-#include "vae_ddp/runtime.h"
+#include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/model/model.h"
+#include "vae_ddp/viz/plots.h"
+#include "vae_ddp/app/runtime.h"
 
 namespace vae {
 namespace {

@@ -1,11 +1,11 @@
-#include "vae_ddp/config.h"
+#include "vae_ddp/base/config.h"
 
 #include <filesystem>
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/errors.h"
+#include "vae_ddp/base/errors.h"
 
 namespace vae {
 namespace {
@@ -14,24 +14,16 @@ class ConfigTest : public ::testing::Test {
  protected:
   // Applies one flag as the CLI does and validates; returns the error text or "".
   std::string SetFlag(const std::string& name, const std::string& value) {
-    Config c;
-    try {
+    return testing::ErrorOf([&] {
+      Config c;
       for (const auto& f : config_fields()) {
         if (name == f.name) field_from_string(c, f, value, "--" + name);
       }
       validate(c);
-    } catch (const UsageError& e) {
-      return e.what();
-    }
-    return "";
+    });
   }
   std::string YamlError(const std::string& yaml) {
-    try {
-      load_yaml_string(yaml, "test.yaml", Config{});
-    } catch (const UsageError& e) {
-      return e.what();
-    }
-    return "";
+    return testing::ErrorOf([&] { load_yaml_string(yaml, "test.yaml", Config{}); });
   }
 };
 

@@ -1,11 +1,11 @@
 // The CPU fast path against libtorch autograd: same loss terms, same gradients.
-#include "vae_ddp/cpu_step.h"
+#include "vae_ddp/train/cpu_step.h"
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/cpu_gemm.h"
-#include "vae_ddp/data_parallel.h"
+#include "vae_ddp/train/cpu_gemm.h"
+#include "vae_ddp/dist/data_parallel.h"
 
 namespace vae {
 namespace {

@@ -1,6 +1,6 @@
 // The data-parallel building blocks, in one process: shards, the flat gradient buffer,
 // the replica checksum, loss scaling and autocast.
-#include "vae_ddp/data_parallel.h"
+#include "vae_ddp/dist/data_parallel.h"
 
 #include <regex>
 #include <set>
@@ -8,11 +8,11 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/amp.h"
-#include "vae_ddp/comm.h"
-#include "vae_ddp/errors.h"
-#include "vae_ddp/loss.h"
-#include "vae_ddp/trainer.h"
+#include "vae_ddp/train/amp.h"
+#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/model/loss.h"
+#include "vae_ddp/train/trainer.h"
 
 namespace vae {
 namespace {

@@ -5,13 +5,13 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/amp.h"
-#include "vae_ddp/comm.h"
-#include "vae_ddp/data_parallel.h"
-#include "vae_ddp/evaluate.h"
-#include "vae_ddp/runtime.h"
-#include "vae_ddp/trainer.h"
-#include "vae_ddp/world.h"
+#include "vae_ddp/train/amp.h"
+#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/train/evaluate.h"
+#include "vae_ddp/app/runtime.h"
+#include "vae_ddp/train/trainer.h"
+#include "vae_ddp/dist/world.h"
 
 namespace vae {
 namespace {
@@ -26,16 +26,7 @@ class DistTest : public ::testing::Test {
   static std::unique_ptr<Communicator> Comm(const std::string& backend, torch::Device device = torch::kCPU) {
     return make_communicator(*g_world, backend, device, std::chrono::seconds(60));
   }
-  // ||a - b|| / ||b|| of each parameter tensor, the largest over the model.
-  static double MaxRelativeDifference(VAE& a, VAE& b) {
-    double worst = 0;
-    const auto pa = a->parameters(), pb = b->parameters();
-    for (size_t i = 0; i < pa.size(); ++i) {
-      const double rel = ((pa[i] - pb[i]).norm() / pb[i].norm()).item<double>();
-      worst = std::max(worst, rel);
-    }
-    return worst;
-  }
+  static double MaxRelativeDifference(VAE& a, VAE& b) { return testing::MaxRelativeDifference(a, b); }
 };
 
 // BatchNorm over the global batch: each rank normalises its rows with the statistics of

@@ -1,12 +1,12 @@
 // The importance-weighted log-likelihood estimate: its defining inequalities, and the
 // chunked, streaming implementation against a direct one.
-#include "vae_ddp/evaluate.h"
+#include "vae_ddp/train/evaluate.h"
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/rng.h"
-#include "vae_ddp/trainer.h"
+#include "vae_ddp/base/rng.h"
+#include "vae_ddp/train/trainer.h"
 
 namespace vae {
 namespace {

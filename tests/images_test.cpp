@@ -1,4 +1,4 @@
-#include "vae_ddp/images.h"
+#include "vae_ddp/viz/images.h"
 
 #include <png.h>
 

@@ -1,4 +1,4 @@
-#include "vae_ddp/kl_schedule.h"
+#include "vae_ddp/train/kl_schedule.h"
 
 #include <gtest/gtest.h>
 

@@ -1,10 +1,10 @@
-#include "vae_ddp/loss.h"
+#include "vae_ddp/model/loss.h"
 
 #include <cmath>
 
 #include <gtest/gtest.h>
 
-#include "vae_ddp/model.h"
+#include "vae_ddp/model/model.h"
 
 namespace vae {
 namespace {

@@ -1,4 +1,4 @@
-#include "vae_ddp/mnist.h"
+#include "vae_ddp/data/mnist.h"
 
 #include <filesystem>
 
@@ -6,8 +6,8 @@
 #include <zlib.h>
 
 #include "test_util.h"
-#include "vae_ddp/digest.h"
-#include "vae_ddp/errors.h"
+#include "vae_ddp/base/digest.h"
+#include "vae_ddp/base/errors.h"
 
 namespace vae {
 namespace {

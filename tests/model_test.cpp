@@ -1,4 +1,4 @@
-#include "vae_ddp/model.h"
+#include "vae_ddp/model/model.h"
 
 #include <gtest/gtest.h>
 

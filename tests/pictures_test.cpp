@@ -2,10 +2,10 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/errors.h"
-#include "vae_ddp/metrics.h"
-#include "vae_ddp/pictures.h"
-#include "vae_ddp/plots.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/io/metrics.h"
+#include "vae_ddp/viz/pictures.h"
+#include "vae_ddp/viz/plots.h"
 
 namespace vae {
 namespace {

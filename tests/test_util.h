@@ -12,11 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "vae_ddp/checkpoint.h"
-#include "vae_ddp/comm.h"
-#include "vae_ddp/config.h"
-#include "vae_ddp/mnist.h"
-#include "vae_ddp/model.h"
+#include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/data/mnist.h"
+#include "vae_ddp/model/model.h"
 
 namespace vae::testing {
 
@@ -24,6 +25,34 @@ namespace vae::testing {
 inline Communicator& LocalComm() {
   static auto comm = make_local_communicator(World{});
   return *comm;
+}
+
+// The message of the E that `fn` throws, or "" when it throws none.
+template <typename E = UsageError, typename F>
+std::string ErrorOf(F&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// True when every parameter of `a` equals `b`'s bit for bit.
+inline bool SameParameters(VAE& a, VAE& b) {
+  const auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (!torch::equal(pa[i], pb[i])) return false;
+  }
+  return true;
+}
+
+// ||a - b|| / ||b|| of each parameter tensor, the largest over the model.
+inline double MaxRelativeDifference(VAE& a, VAE& b) {
+  double worst = 0;
+  const auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, ((pa[i] - pb[i]).norm() / pb[i].norm()).item<double>());
+  return worst;
 }
 
 // A fresh directory under $TMPDIR, removed when the object dies.

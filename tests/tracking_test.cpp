@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/progress.h"
-#include "vae_ddp/tensorboard.h"
+#include "vae_ddp/io/progress.h"
+#include "vae_ddp/io/tensorboard.h"
 
 namespace vae {
 namespace {

@@ -4,11 +4,11 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/config.h"
-#include "vae_ddp/flat_adam.h"
-#include "vae_ddp/loss.h"
-#include "vae_ddp/model.h"
-#include "vae_ddp/trainer.h"
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/train/flat_adam.h"
+#include "vae_ddp/model/loss.h"
+#include "vae_ddp/model/model.h"
+#include "vae_ddp/train/trainer.h"
 
 namespace vae {
 namespace {

@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "vae_ddp/config.h"
-#include "vae_ddp/errors.h"
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/base/errors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

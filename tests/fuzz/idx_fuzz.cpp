@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "vae_ddp/errors.h"
-#include "vae_ddp/mnist.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/data/mnist.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> bytes(data, data + size);

@@ -1,0 +1,54 @@
+// One rank's share of a global training batch, and everything drawn for it: the one place
+// the world-size-invariance rule lives. Every draw (the epoch's order, the noise, the
+// dropout masks, dynamic binarization) is made for the whole global batch from (seed,
+// epoch, step), then sharded (dist/data_parallel.h), so an image gets the same draws at
+// any world size.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/data/mnist.h"
+#include "vae_ddp/model/model.h"
+
+namespace vae {
+
+struct Batch {
+  torch::Tensor indices;    // [mine] int64: the training-set rows
+  torch::Tensor x;          // [mine, 784] pixels in [0,1] (0 or 1 when binarized), contiguous
+  torch::Tensor eps;        // [mine, latent]: the reparameterization noise
+  ForwardExtras extras;     // labels (conditional models) and dropout masks, [mine] / [mine, width]
+  int64_t global_rows = 0;  // rows of the whole global batch: the objective's divisor
+  int64_t rows() const { return x.size(0); }
+};
+
+class BatchMaker {
+ public:
+  // `train` on `device`, where the batches are made; `hidden_widths`: the model's (the
+  // dropout masks' shapes).
+  BatchMaker(const Config& c, Dataset train, std::vector<int64_t> hidden_widths, torch::Device device);
+
+  // Draws `epoch`'s (1-based) permutation and noise: one host-to-device copy each, so that
+  // the steps only slice them.
+  void begin_epoch(int64_t epoch);
+  int64_t steps_per_epoch() const { return (train_.size() + batch_size_ - 1) / batch_size_; }
+  // Rank `rank` of `world`'s rows of global batch `step` of the current epoch: rows
+  // rank, rank + world, ... of the global batch (possibly none).
+  Batch make(int64_t step, int rank, int world) const;
+
+ private:
+  Dataset train_;
+  std::vector<int64_t> widths_;
+  torch::Device device_;
+  int64_t batch_size_, seed_, latent_;
+  bool binarize_, conditional_;
+  double dropout_;
+  int64_t epoch_ = 0;
+  torch::Tensor perm_;   // [n] int64 on the device: the epoch's order
+  torch::Tensor noise_;  // [n, latent] on the device: the epoch's noise, global batches in step order
+};
+
+}  // namespace vae

@@ -1,0 +1,26 @@
+// Dense row-major GEMMs on the CPU through oneDNN's matmul (Debian's libdnnl, the library
+// libtorch itself links): its AVX-512 brgemm kernels run these MLP shapes at about twice
+// the speed of libtorch's fp32 addmm (OpenBLAS here). Primitives are built once per shape
+// and reused.
+#pragma once
+
+#include <cstdint>
+
+namespace vae::cpu {
+
+struct GemmOp {
+  bool trans_a = false;     // A is stored [K, M] and used transposed
+  bool trans_b = false;     // B is stored [N, K] and used transposed (a torch Linear weight)
+  bool relu = false;        // C = max(C, 0) after the bias
+  bool accumulate = false;  // C += result instead of C = result
+};
+
+// C[M, N] = op(A)[M, K] · op(B)[K, N] (+ bias[N]) with the options in `op`. All fp32,
+// contiguous row-major; `bias` may be null. Runs on the caller's OpenMP thread count.
+void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
+          float* c);
+
+// The library the GEMMs run on in this build: "oneDNN" or "ATen".
+const char* gemm_library();
+
+}  // namespace vae::cpu

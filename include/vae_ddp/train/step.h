@@ -1,0 +1,47 @@
+// A training step's forward and backward on this rank's rows, behind one interface, with
+// its implementations side by side in step.cpp: autograd (any model variant, any device,
+// any precision) and the CPU fp32 fast path (cpu_step.h). The trainer picks one at start
+// (choose_step) and says which, and why, in the start-up table; a CUDA fast path goes here
+// beside them.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/base/profiler.h"
+#include "vae_ddp/model/loss.h"
+#include "vae_ddp/model/model.h"
+#include "vae_ddp/train/amp.h"
+#include "vae_ddp/train/batch.h"
+
+namespace vae {
+
+// What a step produced on this rank.
+struct StepResult {
+  torch::Tensor loss;  // []: the objective of this rank's rows (sum of bce + beta * kld over
+                       // them / the global batch's rows), on the device
+  LossTerms terms;     // per row, each [mine]
+};
+
+class Step {
+ public:
+  virtual ~Step() = default;
+  // Adds to the model's gradients (zeroed by the caller) d(loss)/d(parameters), times the
+  // loss scale under fp16. `beta`: [1] on the device.
+  virtual StepResult run(const Batch& batch, const torch::Tensor& beta) = 0;
+};
+
+struct StepChoice {
+  std::unique_ptr<Step> step;
+  std::string description;  // e.g. "CPU fast path (oneDNN GEMMs)" or "autograd (--precision bf16)"
+};
+
+// The fastest implementation that computes this configuration's step. `model`'s gradients
+// must be GradBuffer views; `scaler` and `profiler` must outlive the step.
+StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision,
+                       const LossScaler& scaler, Profiler& profiler);
+
+}  // namespace vae

@@ -1,0 +1,346 @@
+#include "vae_ddp/app/cli.h"
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <functional>
+#include <optional>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "vae_ddp/app/commands.h"
+#include "vae_ddp/base/config.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/base/logging.h"
+#include "vae_ddp/model/model.h"
+#include "vae_ddp/app/runtime.h"
+#include "vae_ddp/dist/world.h"
+
+namespace vae {
+
+namespace {
+
+constexpr const char* kUsage =
+    "vae_ddp [train] [--config FILE] [options]\n"
+    "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
+    "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--iw-samples K] [--json]\n"
+    "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S] [--label D]\n"
+    "  vae_ddp latent-map  --checkpoint PATH [--out FILE.png] [--data-dir DIR]\n"
+    "  vae_ddp manifold    --checkpoint PATH [--out FILE.png] [--side 20] [--label D]   (latent dim 2)\n"
+    "  vae_ddp interpolate --checkpoint PATH [--out FILE.png] [--pairs 8] [--steps 10] [--data-dir DIR]\n"
+    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n"
+    "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n"
+    "  vae_ddp inspect --checkpoint PATH  (progress and every tensor's SHA-256, as JSON)\n";
+
+// Every option is taken as text and parsed by our own parsers, so each bad value is
+// reported with the flag's name.
+std::shared_ptr<cxxopts::Value> text_value(bool is_switch = false) {
+  auto v = cxxopts::value<std::string>();
+  if (is_switch) v->implicit_value("true");
+  return v;
+}
+
+// Parses argv; prints the help and returns nullopt for -h/--help. Stray arguments are errors.
+std::optional<cxxopts::ParseResult> parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
+  auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    fmt::print("{}\n", opts.help());
+    return std::nullopt;
+  }
+  if (!r.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", r.unmatched().front()));
+  return r;
+}
+
+std::optional<std::string> text(const cxxopts::ParseResult& r, const std::string& name) {
+  if (r.count(name) == 0) return std::nullopt;
+  return r[name].as<std::string>();
+}
+
+void require_checkpoint(const std::string& path, const char* command) {
+  if (path.empty()) throw UsageError(fmt::format("{}: --checkpoint PATH is required", command));
+}
+
+// Every training option: --config and one flag per Config field, with its default.
+void add_train_options(cxxopts::Options& opts) {
+  opts.add_options()("h,help", "show this help")("config", "YAML file of options (flags override it)", text_value());
+  const Config defaults;
+  for (const auto& f : config_fields()) {
+    const bool is_switch = std::holds_alternative<bool Config::*>(f.member);
+    opts.add_options()(f.name, fmt::format("{} (default: {})", f.help, field_to_string(defaults, f)),
+                       text_value(is_switch));
+  }
+}
+
+// The Config of parsed training options, validated (before MPI or NCCL start).
+Config train_config(const cxxopts::ParseResult& r) {
+  Config c;
+  if (auto file = text(r, "config")) c = load_yaml_file(*file, c);
+  for (const auto& f : config_fields()) {
+    if (auto v = text(r, f.name)) field_from_string(c, f, *v, std::string("--") + f.name);
+  }
+  validate(c);
+  // Checked from the device type `auto` resolves to.
+  validate_for_device(c, c.device == "cuda" || (c.device == "auto" && cuda_usable()));
+  return c;
+}
+
+// Returns nullopt after printing help.
+std::optional<Config> parse_train(int argc, char** argv) {
+  cxxopts::Options opts("vae_ddp", "Data-parallel VAE trainer for MNIST.\n\n" + std::string(kUsage));
+  add_train_options(opts);
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  return train_config(*parsed);
+}
+
+struct TraceOptions {
+  Config config;
+  std::string out;
+  int64_t steps = 20;
+};
+
+std::optional<TraceOptions> parse_trace(int argc, char** argv) {
+  TraceOptions o;
+  cxxopts::Options opts("vae_ddp trace", "Record the first steps of epoch 1 for bench/reference.py's parity check.");
+  opts.add_options()("out", "directory for trace.json and the .npy files", text_value())(
+      "steps", fmt::format("steps to record (default: {})", o.steps), text_value());
+  add_train_options(opts);
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  o.out = text(*parsed, "out").value_or("");
+  if (auto v = text(*parsed, "steps")) o.steps = parse_int(*v, "--steps");
+  if (o.out.empty()) throw UsageError("trace: --out DIR is required");
+  if (o.steps <= 0) throw UsageError(fmt::format("--steps must be positive, got {}", o.steps));
+  o.config = train_config(*parsed);
+  return o;
+}
+
+struct ExportOptions {
+  std::string checkpoint, out, data_dir = Config{}.data_dir;
+};
+
+std::optional<ExportOptions> parse_export(int argc, char** argv) {
+  ExportOptions o;
+  cxxopts::Options opts("vae_ddp export", "Write a checkpoint's weights as a state dict Python's torch.load reads.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "out", "the .pt file to write", text_value())(
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  o.checkpoint = text(*parsed, "checkpoint").value_or("");
+  o.out = text(*parsed, "out").value_or("");
+  o.data_dir = text(*parsed, "data-dir").value_or(o.data_dir);
+  if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
+  return o;
+}
+
+std::optional<EvalOptions> parse_eval(int argc, char** argv) {
+  EvalOptions o;
+  cxxopts::Options opts("vae_ddp eval", "Evaluate a checkpoint on the MNIST test set.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
+      "seed", "noise seed (default: the checkpoint's)", text_value())(
+      "iw-samples", "also estimate -log p(x) by importance weighting with K samples per image (e.g. 5000)",
+      text_value())("json", "print one JSON object",
+                                                                       text_value(true))(
+      "verify-md5", "check MNIST md5 (default: true)", text_value(true))(
+      "threads", "intra-op threads (default: cores)", text_value())("device", "auto | cpu | cuda", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  o.data_dir = text(r, "data-dir").value_or(o.data_dir);
+  if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
+  if (auto v = text(r, "json")) o.json = parse_bool(*v, "--json");
+  if (auto v = text(r, "iw-samples")) o.iw_samples = parse_int(*v, "--iw-samples");
+  if (auto v = text(r, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
+  if (auto v = text(r, "threads")) o.threads = parse_int(*v, "--threads");
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, "eval");
+  if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0, got {}", o.threads));
+  if (o.iw_samples < 0) throw UsageError(fmt::format("--iw-samples must be >= 0, got {}", o.iw_samples));
+  return o;
+}
+
+int64_t parse_label(const std::string& text) {
+  const int64_t label = parse_int(text, "--label");
+  if (label < 0 || label >= kClasses) throw UsageError(fmt::format("--label must be a class 0..9, got {}", label));
+  return label;
+}
+
+std::optional<SampleOptions> parse_sample(int argc, char** argv) {
+  // cxxopts takes one-letter names only as short options (-n); the contract spells it --n.
+  std::vector<std::string> renamed(argv, argv + argc);
+  for (auto& a : renamed) {
+    if (a == "--n" || a.rfind("--n=", 0) == 0) a = "--count" + a.substr(3);
+  }
+  std::vector<char*> args;
+  for (auto& a : renamed) args.push_back(a.data());
+  SampleOptions o;
+  cxxopts::Options opts("vae_ddp sample", "Decode z ~ N(0, I) from a checkpoint into a PNG grid.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "n,count", "number of samples, also --n (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
+                                                           text_value())(
+      "seed", "z seed (default: the checkpoint's)", text_value())(
+      "label", "conditional model: the class to draw (default: 0..9 in turn)", text_value())(
+      "device", "auto | cpu | cuda", text_value());
+  const auto parsed = parse_or_help(opts, static_cast<int>(args.size()), args.data());
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  if (auto v = text(r, "count")) o.n = parse_int(*v, "--n");
+  o.out = text(r, "out").value_or(o.out);
+  if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
+  if (auto v = text(r, "label")) o.label = parse_label(*v);
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, "sample");
+  if (o.n <= 0) throw UsageError(fmt::format("--n must be positive, got {}", o.n));
+  return o;
+}
+
+// `inspect`'s checkpoint path, or nothing after --help.
+std::optional<std::string> parse_inspect(int argc, char** argv) {
+  cxxopts::Options opts("vae_ddp inspect", "Print a checkpoint's progress and its tensors' SHA-256 as JSON.");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const std::string checkpoint = text(*parsed, "checkpoint").value_or("");
+  require_checkpoint(checkpoint, "inspect");
+  return checkpoint;
+}
+
+std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, char** argv) {
+  PictureOptions o;
+  o.kind = kind;
+  cxxopts::Options opts("vae_ddp " + kind, "Draw the " + kind + " picture of a checkpoint (PNG).");
+  opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
+      "out", "PNG path (default: " + kind + ".png)", text_value())(
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
+      "side", "manifold: images per side (default: 20)", text_value())(
+      "label", "manifold of a conditional model: the class drawn (default: 0)", text_value())(
+      "pairs", "interpolate: pairs of test images, one row each (default: 8)", text_value())(
+      "steps", "interpolate: decoded points between them (default: 10)", text_value())(
+      "device", "auto | cpu | cuda", text_value());
+  const auto parsed = parse_or_help(opts, argc, argv);
+  if (!parsed) return std::nullopt;
+  const auto& r = *parsed;
+  o.checkpoint = text(r, "checkpoint").value_or("");
+  o.out = text(r, "out").value_or(kind + ".png");
+  o.data_dir = text(r, "data-dir").value_or(o.data_dir);
+  if (auto v = text(r, "side")) o.side = parse_int(*v, "--side");
+  if (auto v = text(r, "label")) o.label = parse_label(*v);
+  if (auto v = text(r, "pairs")) o.pairs = parse_int(*v, "--pairs");
+  if (auto v = text(r, "steps")) o.steps = parse_int(*v, "--steps");
+  o.device = text(r, "device").value_or(o.device);
+  require_checkpoint(o.checkpoint, kind.c_str());
+  for (const auto& [value, flag] : std::vector<std::pair<int64_t, std::string>>{
+           {o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {
+    if (value <= 0) throw UsageError(fmt::format("--{} must be positive, got {}", flag, value));
+  }
+  return o;
+}
+
+int run_picture(const std::string& kind, int argc, char** argv) {
+  auto o = parse_picture(kind, argc, argv);
+  return o ? picture_command(*o) : kExitOk;
+}
+
+// Runs a collective command inside an MPI session (when launched). An error that escapes
+// on one rank of several ends the whole job: the others may be waiting in a collective.
+int run_in_world(const std::function<int(const World&)>& body) {
+  WorldSession session;
+  const World& w = session.world();
+  init_logging(w.rank);
+  try {
+    return body(w);
+  } catch (const CollectiveFailure& f) {
+    return f.code;  // already reported once; every rank leaves through here together
+  } catch (const std::exception& e) {
+    if (w.size == 1) throw;
+    print_error(error_line(e), w.rank);
+    abort_job(w, exit_code_for(e));
+  }
+}
+
+// The subcommands: each parses its own flags with cxxopts (--help prints them) and runs.
+struct Command {
+  const char* name;
+  int (*run)(const std::string& name, int argc, char** argv);
+};
+
+const Command kCommands[] = {
+    {"train", [](const std::string&, int argc, char** argv) {
+       auto c = parse_train(argc, argv);
+       return c ? run_in_world([&](const World& w) { return train_command(*c, w); }) : kExitOk;
+     }},
+    {"eval", [](const std::string&, int argc, char** argv) {
+       auto o = parse_eval(argc, argv);
+       return o ? run_in_world([&](const World& w) { return eval_command(*o, w); }) : kExitOk;
+     }},
+    {"sample", [](const std::string&, int argc, char** argv) {
+       auto o = parse_sample(argc, argv);
+       return o ? sample_command(*o) : kExitOk;
+     }},
+    {"latent-map", run_picture},
+    {"manifold", run_picture},
+    {"interpolate", run_picture},
+    {"trace", [](const std::string&, int argc, char** argv) {
+       auto o = parse_trace(argc, argv);
+       return o ? trace_command(o->config, o->steps, o->out) : kExitOk;
+     }},
+    {"export", [](const std::string&, int argc, char** argv) {
+       auto o = parse_export(argc, argv);
+       return o ? export_command(o->checkpoint, o->out, o->data_dir) : kExitOk;
+     }},
+    {"inspect", [](const std::string&, int argc, char** argv) {
+       auto ckpt = parse_inspect(argc, argv);
+       return ckpt ? inspect_command(*ckpt) : kExitOk;
+     }},
+};
+
+int dispatch(const std::string& command, int argc, char** argv) {
+  std::vector<std::string> names;
+  for (const auto& c : kCommands) {
+    if (command == c.name) return c.run(command, argc, argv);
+    names.push_back(c.name);
+  }
+  const std::string last = names.back();
+  names.pop_back();
+  throw UsageError(fmt::format("unknown command '{}'; expected {} or {} (see vae_ddp --help)", command,
+                               fmt::join(names, ", "), last));
+}
+
+// An error found before MPI started (bad flags) hits every rank alike, so the launcher's
+// rank 0 reports it; the launcher then ends the others. A rank that is not rank 0 waits
+// a moment first and speaks only if it is still alive: its error was its own.
+void report_before_mpi(const std::string& line) {
+  const int rank = launcher_rank();
+  if (rank != 0) std::this_thread::sleep_for(std::chrono::seconds(2));
+  print_error(line, rank);
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  // `vae_ddp eval ...` -> command "eval" and the rest; no command word means train.
+  std::string command = "train";
+  std::vector<char*> args(argv, argv + argc);
+  if (argc > 1 && argv[1][0] != '-') {
+    command = argv[1];
+    args.erase(args.begin() + 1);
+  }
+  try {
+    return dispatch(command, static_cast<int>(args.size()), args.data());
+  } catch (const cxxopts::exceptions::exception& e) {
+    report_before_mpi(fmt::format("{} (see vae_ddp {} --help)", e.what(), command));
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    report_before_mpi(error_line(e));
+    return exit_code_for(e);
+  }
+}
+
+}  // namespace vae

@@ -1,0 +1,373 @@
+#include "vae_ddp/app/commands.h"
+
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+#include <torch/version.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/base/digest.h"
+#include "vae_ddp/data/download.h"
+#include "vae_ddp/base/errors.h"
+#include "vae_ddp/train/evaluate.h"
+#include "vae_ddp/viz/images.h"
+#include "vae_ddp/data/mnist.h"
+#include "vae_ddp/io/npy.h"
+#include "vae_ddp/viz/pictures.h"
+#include "vae_ddp/base/rng.h"
+#include "vae_ddp/base/stop_signal.h"
+#include "vae_ddp/app/runtime.h"
+#include "vae_ddp/io/files.h"
+#include "vae_ddp/train/trainer.h"
+
+namespace vae {
+
+namespace {
+
+// --world, when given, must match what the launcher started.
+void check_world(const Config& c, const World& w) {
+  if (c.world == 0 || c.world == w.size) return;
+  if (!w.launched) {
+    throw UsageError(fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
+                                 "(or ./launch/train --np {} ...), or pass --world 1",
+                                 c.world, c.world, c.world));
+  }
+  throw UsageError(fmt::format("--world {}: the launcher started {} process(es); pass --world {} or leave it out",
+                               c.world, w.size, w.size));
+}
+
+// Every rank must train with the same options (a flag given to one rank only would
+// silently break the replicas). Collective.
+void check_same_config(const World& w, const Config& c) {
+  const auto hash = static_cast<int64_t>(std::hash<std::string>{}(to_yaml(c)));
+  const auto [lo, hi] = allreduce_min_max(w, hash);
+  run_collectively(w, [lo = lo, hi = hi] {
+    if (lo != hi) {
+      throw UsageError("ranks disagree on the configuration: every rank must get the same flags and --config file");
+    }
+  });
+}
+
+void log_startup(const Config& c, const World& w, torch::Device device, int threads, const Communicator& comm,
+                 const Trainer& trainer, int64_t parameters, int64_t train_images, int64_t test_images) {
+  spdlog::info("vae_ddp · libtorch {} · {} rank(s) on {} · device {} · {} thread(s)/rank · BLAS {} · backend {}{}",
+               TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
+               comm.name() == "nccl" ? " " + nccl_version() : "");
+  spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
+               describe_architecture(c), parameters, c.precision, c.dataset + " " + resolved_data_dir(c), train_images, test_images,
+               trainer.steps_per_epoch(), c.batch_size);
+  spdlog::info("step: {}", trainer.step_description());
+  for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
+}
+
+// The data settings of a checkpoint's run, with --data-dir (when given) and --verify-md5
+// from the command line: eval and export read the dataset the model was trained on.
+Config data_config(Config trained, const std::string& data_dir, bool verify_md5) {
+  if (!data_dir.empty()) trained.data_dir = data_dir;
+  trained.verify_md5 = verify_md5;
+  return trained;
+}
+
+int64_t count_parameters(VAE& model) {
+  int64_t n = 0;
+  for (const auto& p : model->parameters()) n += p.numel();
+  return n;
+}
+
+
+}  // namespace
+
+namespace {
+
+// What every rank knows once the start-up checks pass: its device and threads, and the
+// checkpoint to resume from (rank 0 found and read it; every rank gets its bytes).
+struct TrainStart {
+  torch::Device device = torch::kCPU;
+  int threads = 0;
+  std::string ckpt_path, ckpt_bytes;  // path "": start afresh
+};
+
+// Local checks and reads first; a failure on any rank ends every rank with one line.
+TrainStart prepare_train(const Config& c, const World& w) {
+  TrainStart s;
+  run_collectively(w, [&] {
+    check_world(c, w);
+    s.device = resolve_device(c.device, w.local_rank);
+    s.threads = configure_threads(c.threads, w.local_size);
+    if (w.rank != 0) return;  // rank 0 owns the output directory and the checkpoints
+    prepare_out_dir(c.out_dir);
+    ResumeSource src = find_resume(c);
+    s.ckpt_path = std::move(src.path);
+    s.ckpt_bytes = std::move(src.bytes);
+    if (!src.note.empty()) spdlog::warn("{}", src.note);
+    if (c.download) download_mnist(resolved_data_dir(c));
+  });
+  check_same_config(w, c);
+  broadcast_bytes(w, s.ckpt_path);
+  broadcast_bytes(w, s.ckpt_bytes);
+  return s;
+}
+
+// Rank 0: config.yaml, the start-up table, and what the run starts from.
+void announce_train(const Config& c, const World& w, const TrainStart& s, const Communicator& comm, Trainer& trainer,
+                    const Checkpoint* ckpt, int64_t train_images, int64_t test_images) {
+  write_file_atomic(c.out_dir + "/config.yaml", to_yaml(c));
+  log_startup(c, w, s.device, s.threads, comm, trainer, count_parameters(trainer.model()), train_images, test_images);
+  if (!ckpt && std::filesystem::exists(c.out_dir + "/checkpoints/last.pt")) {
+    spdlog::warn("warning: --resume {}: starting afresh in {}; its metrics.csv and checkpoints will be replaced",
+                 c.resume, c.out_dir);
+  }
+  if (ckpt) {
+    const auto& p = ckpt->progress();
+    spdlog::info("resuming from {} (epoch {} done{}, global step {})", ckpt->path(), p.epoch,
+                 p.step_in_epoch ? fmt::format(", epoch {} stopped after step {}", p.epoch + 1, p.step_in_epoch) : "",
+                 p.global_step);
+  }
+}
+
+}  // namespace
+
+int train_command(const Config& c, const World& w) {
+  TrainStart start = prepare_train(c, w);
+  std::unique_ptr<Checkpoint> ckpt;
+  Dataset train, test;
+  run_collectively(w, [&] {
+    if (!start.ckpt_path.empty()) {
+      ckpt = std::make_unique<Checkpoint>(start.ckpt_path, start.ckpt_bytes, start.device);
+      check_resumable(*ckpt, c);  // before the data is read: fail fast
+    }
+    train = load_dataset(c, Split::kTrain);
+    test = load_dataset(c, Split::kTest);
+  });
+  start.ckpt_bytes.clear();
+  const int64_t train_images = train.size(), test_images = test.size();
+
+  auto comm = make_communicator(w, c.backend, start.device, std::chrono::seconds(c.comm_timeout));
+  Trainer trainer(c, std::move(train), std::move(test), start.device, *comm);
+  if (ckpt) trainer.resume_from(*ckpt);
+  if (w.rank == 0) announce_train(c, w, start, *comm, trainer, ckpt.get(), train_images, test_images);
+  install_stop_handlers();
+  if (trainer.run() == RunEnd::kStopped) {
+    if (w.rank == 0) {
+      spdlog::info("stopped by {}; {}", stop_signal_name()[0] ? stop_signal_name() : "a stop signal on another rank",
+                   c.requeue ? requeue_slurm_job() : std::string("--requeue=false: not requeued"));
+    }
+    return kExitOk;
+  }
+  spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt",
+               c.out_dir);
+  return kExitOk;
+}
+
+int eval_command(const EvalOptions& o, const World& w) {
+  torch::Device device = torch::kCPU;
+  std::string bytes;
+  run_collectively(w, [&] {
+    device = resolve_device(o.device, w.local_rank);
+    configure_threads(o.threads, w.local_size);
+    if (w.rank == 0) bytes = read_checkpoint_bytes(o.checkpoint);
+  });
+  broadcast_bytes(w, bytes);
+  std::unique_ptr<Checkpoint> ckpt;
+  VAE model{nullptr};
+  Dataset test;
+  run_collectively(w, [&] {
+    ckpt = std::make_unique<Checkpoint>(o.checkpoint, bytes, device);
+    model = open_model(*ckpt, device);
+    if (o.iw_samples > 0 && ckpt->config().recon_loss == "mse") {
+      throw UsageError(fmt::format("--iw-samples: {} was trained with --recon-loss mse, which is not a likelihood; "
+                                   "the importance-weighted NLL needs a Bernoulli decoder (--recon-loss bce)",
+                                   o.checkpoint));
+    }
+    test = load_dataset(data_config(ckpt->config(), o.data_dir, o.verify_md5), Split::kTest);
+  });
+  auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
+  const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
+  const bool binarize = ckpt->config().binarize == "dynamic";  // evaluate as the model was trained
+  const EvalResult r = evaluate(model, test, seed, device, *comm, binarize);
+  const double iw =
+      o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize) : 0.0;
+  if (w.rank != 0) return kExitOk;
+  if (o.json) {
+    fmt::print("{{\"checkpoint\": \"{}\", \"epoch\": {}, \"seed\": {}, \"images\": {}, \"test_loss\": {:.17g}, "
+               "\"test_bce\": {:.17g}, \"test_kld\": {:.17g}{}}}\n",
+               o.checkpoint, ckpt->progress().epoch, seed, r.images, r.loss, r.bce, r.kld,
+               o.iw_samples > 0 ? fmt::format(", \"iw_samples\": {}, \"iw_nll\": {:.17g}", o.iw_samples, iw) : "");
+  } else {
+    fmt::print("{} (epoch {}): test loss {:.4f} nats/image (bce {:.4f}, kld {:.4f}) over {} images, seed {}\n",
+               o.checkpoint, ckpt->progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
+    if (o.iw_samples > 0) fmt::print("importance-weighted NLL (K = {}): {:.4f} nats/image\n", o.iw_samples, iw);
+  }
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+int picture_command(const PictureOptions& o) {
+  const torch::Device device = resolve_device(o.device);
+  Checkpoint ckpt(o.checkpoint, device);
+  VAE model = open_model(ckpt, device);
+  const Config& trained = ckpt.config();
+  if (o.kind == "manifold") {
+    write_manifold(model, o.out, o.side, o.label);
+  } else {
+    const Dataset test = load_dataset(data_config(trained, o.data_dir, /*verify_md5=*/false), Split::kTest);
+    if (o.kind == "latent-map") {
+      write_latent_map(model, test, class_names(trained.dataset), o.out);
+    } else {
+      write_interpolations(model, test, o.out, o.pairs, o.steps);
+    }
+  }
+  fmt::print("wrote {} ({} of {}, epoch {})\n", o.out, o.kind, o.checkpoint, ckpt.progress().epoch);
+  return kExitOk;
+}
+
+int sample_command(const SampleOptions& o) {
+  const torch::Device device = resolve_device(o.device);
+  Checkpoint ckpt(o.checkpoint, device);
+  VAE model = open_model(ckpt, device);
+  const int64_t seed = o.seed >= 0 ? o.seed : ckpt.config().seed;
+  torch::NoGradGuard no_grad;
+  auto gen = make_generator(seed, Stream::kSample);
+  auto z = torch::randn({o.n, model->latent_dim()}, gen, torch::kFloat32).to(device);  // [n, latent]
+  if (o.label >= 0 && !ckpt.config().conditional) {
+    throw UsageError(fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label,
+                                 o.checkpoint));
+  }
+  const ForwardExtras labels =
+      o.label >= 0 ? ForwardExtras{torch::full({o.n}, o.label, torch::kInt64), {}} : cycling_labels(o.n);
+  auto images = torch::sigmoid(model->decode(z, labels)).view({-1, kImageSide, kImageSide});
+  const auto cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
+  write_grid_png(o.out, images, cols);
+  fmt::print("wrote {} ({} samples)\n", o.out, o.n);
+  return kExitOk;
+}
+
+}  // namespace vae
+
+namespace vae {
+
+int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
+  const torch::Device device = resolve_device(c.device);
+  configure_threads(c.threads, /*local_ranks=*/1);
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw UsageError(fmt::format("--out {}: cannot create it: {}", out_dir, ec.message()));
+  Dataset train = load_dataset(c, Split::kTrain);
+  Dataset test = load_dataset(c, Split::kTest);
+  auto comm = make_local_communicator(World{});
+  Trainer trainer(c, std::move(train), std::move(test), device, *comm);
+  for (const auto& p : trainer.model()->named_parameters()) {
+    write_npy(fmt::format("{}/init.{}.npy", out_dir, p.key()), p.value());
+  }
+  const auto records = trainer.trace(steps);
+  std::string json = fmt::format("{{\"data_dir\": \"{}\", \"config\": {{\"hidden\": [{}], \"latent\": {}, \"lr\": {}}}, "
+                                 "\"steps\": [",
+                                 std::filesystem::absolute(resolved_data_dir(c)).string(), fmt::join(c.hidden_dims, ", "),
+                                 c.latent_dim, c.lr);
+  for (size_t k = 0; k < records.size(); ++k) {
+    write_npy(fmt::format("{}/step{:03d}.idx.npy", out_dir, k), records[k].indices);
+    write_npy(fmt::format("{}/step{:03d}.eps.npy", out_dir, k), records[k].eps);
+    json += fmt::format("{}{{\"beta\": {:.17g}, \"loss\": {:.17g}}}", k ? ", " : "", records[k].beta, records[k].loss);
+  }
+  write_file_atomic(out_dir + "/trace.json", json + "]}\n");
+  fmt::print("wrote {} steps to {}\n", records.size(), out_dir);
+  return kExitOk;
+}
+
+}  // namespace vae
+
+namespace vae {
+
+namespace {
+
+// What torch::pickle_save writes, minus its type tags: a plain dict of tensors in torch.save's
+// zip format. pickle_save tags typed dicts with torch.jit._pickle.restore_type_tag, which
+// torch.load(weights_only=True), the default since PyTorch 2.6, refuses.
+std::string save_state_dict(const c10::impl::GenericDict& dict) {
+  std::vector<char> pickle;
+  torch::jit::Pickler pickler([&](const char* buf, size_t n) { pickle.insert(pickle.end(), buf, buf + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+                              /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(dict);
+  pickler.stop();
+  std::string bytes;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t n) {
+    bytes.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return bytes;
+}
+
+}  // namespace
+
+int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir) {
+  const Checkpoint ckpt(checkpoint, torch::kCPU);
+  VAE model = open_model(ckpt, torch::kCPU);
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& p : model->named_parameters()) dict.insert(p.key(), p.value().detach().clone());
+  for (const auto& b : model->named_buffers()) dict.insert(b.key(), b.value().detach().clone());
+  write_file_atomic(out, save_state_dict(dict));
+  const Config data = data_config(ckpt.config(), data_dir, /*verify_md5=*/false);
+  const Dataset test = load_dataset(data.dataset, resolved_data_dir(data), Split::kTest, false, /*limit=*/8);
+  torch::NoGradGuard no_grad;
+  const ForwardExtras labels{test.labels};
+  write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits
+  fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
+             out);
+  return kExitOk;
+}
+
+}  // namespace vae
+
+namespace vae {
+
+namespace {
+
+std::string tensor_sha256(const torch::Tensor& t) {
+  const auto c = t.detach().to(torch::kCPU).contiguous();
+  return sha256_hex(c.data_ptr(), static_cast<size_t>(c.nbytes()));
+}
+
+}  // namespace
+
+int inspect_command(const std::string& checkpoint) {
+  const Checkpoint ckpt(checkpoint, torch::kCPU);
+  // Through the same restore paths as a resumed run: model, Adam, generator, progress.
+  VAE model = open_model(ckpt, torch::kCPU);
+  const auto params = model->parameters();
+  int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  FlatAdam adam(params, torch::zeros({n}), AdamOptions{});
+  ckpt.restore_optimizer(adam);
+  ckpt.restore_rng();
+  const TrainProgress& pr = ckpt.progress();
+  std::vector<std::string> tensors;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    tensors.push_back(fmt::format("  \"{}\": {{\"dtype\": \"{}\", \"shape\": [{}], \"sha256\": \"{}\"}}", name,
+                                  c10::toString(t.scalar_type()), fmt::join(t.sizes(), ", "), tensor_sha256(t)));
+  };
+  for (const auto& p : model->named_parameters()) add("model." + p.key(), p.value());
+  for (const auto& b : model->named_buffers()) add("model." + b.key(), b.value());
+  add("adam.exp_avg", adam.exp_avg());
+  add("adam.exp_avg_sq", adam.exp_avg_sq());
+  add("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  fmt::print("{{\n  \"checkpoint\": \"{}\",\n  \"architecture\": \"{}\",\n  \"epoch\": {},\n  \"global_step\": {},\n"
+             "  \"step_in_epoch\": {},\n  \"adam_step\": {},\n  \"loss_scale\": {},\n  \"scale_growth_tracker\": {},\n"
+             "  \"partial_sums\": [{}],\n  \"partial_seconds\": {},\n{}\n}}\n",
+             checkpoint, describe_architecture(ckpt.config()), pr.epoch, pr.global_step, pr.step_in_epoch,
+             adam.steps(), pr.scaler.scale, pr.scaler.growth_tracker, fmt::join(pr.partial_sums, ", "),
+             pr.partial_seconds, fmt::join(tensors, ",\n"));
+  return kExitOk;
+}
+
+}  // namespace vae

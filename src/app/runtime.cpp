@@ -1,0 +1,77 @@
+#include "vae_ddp/app/runtime.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "vae_ddp/base/errors.h"
+
+namespace vae {
+
+bool cuda_usable() { return torch::cuda::is_available(); }
+
+torch::Device resolve_device(const std::string& device, int local_rank) {
+  const bool cuda = cuda_usable();
+  if (device == "cuda" && !cuda) {
+    throw UsageError("--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
+                     "use --device cpu, or build against a CUDA libtorch (README: CUDA build)");
+  }
+  if (device == "cpu" || !cuda) return torch::Device(torch::kCPU);
+  const auto gpus = static_cast<int>(torch::cuda::device_count());
+  if (local_rank >= gpus) {
+    throw UsageError(fmt::format("--device {}: local rank {} needs GPU {}, but this node shows {} GPU(s); "
+                                 "launch at most {} rank(s) per node",
+                                 device, local_rank, local_rank, gpus, gpus));
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+}
+
+int configure_threads(int64_t threads, int local_ranks) {
+  int n = static_cast<int>(threads);
+  if (n == 0) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    n = std::max(1, cores / std::max(1, local_ranks));
+  }
+  torch::set_num_threads(n);  // also sets OpenMP's count, which OpenBLAS-openmp follows
+  return n;
+}
+
+std::string blas_name() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  std::string found;
+  while (std::getline(maps, line)) {
+    if (line.find("openblas") != std::string::npos) {
+      if (line.find("openmp") != std::string::npos) return "openblas-openmp";
+      if (line.find("pthread") != std::string::npos) return "openblas-pthread";
+      found = "openblas";
+    } else if (found.empty() && line.find("libmkl") != std::string::npos) {
+      found = "mkl";
+    } else if (found.empty() && line.find("/blas/libblas") != std::string::npos) {
+      found = "netlib reference BLAS (slow: install libopenblas0-openmp)";
+    }
+  }
+  return found.empty() ? "unknown" : found;
+}
+
+void prepare_out_dir(const std::string& out_dir) {
+  std::error_code ec;
+  for (const char* sub : {"", "/samples", "/reconstructions", "/checkpoints"}) {
+    std::filesystem::create_directories(out_dir + sub, ec);
+    if (ec) throw UsageError(fmt::format("--out-dir {}: cannot create {}{}: {}", out_dir, out_dir, sub, ec.message()));
+  }
+  const std::string probe = out_dir + "/.write_test";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw UsageError(fmt::format("--out-dir {}: not writable: {}", out_dir, std::strerror(errno)));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+}  // namespace vae

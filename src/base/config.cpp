@@ -1,0 +1,343 @@
+#include "vae_ddp/base/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include "vae_ddp/base/errors.h"
+
+namespace vae {
+
+const std::vector<Field>& config_fields() {
+  static const std::vector<Field> fields = {
+      {"dataset", &Config::dataset, "mnist | fashion-mnist (Debian's dataset-fashion-mnist)"},
+      {"data-dir", &Config::data_dir, "directory with the IDX files, raw or .gz (empty: data/mnist, or Debian's fashion-mnist)"},
+      {"download", &Config::download, "fetch missing MNIST files from the public mirrors"},
+      {"verify-md5", &Config::verify_md5, "check the MNIST files against their known md5"},
+      {"train-limit", &Config::train_limit, "use only the first N training images (0 = all)"},
+      {"binarize", &Config::binarize, "none | dynamic (pixels resampled as Bernoulli(intensity) at each use)"},
+      {"out-dir", &Config::out_dir, "where config, metrics, PNGs and checkpoints go"},
+      {"log-every", &Config::log_every, "progress line every N steps (0 = none)"},
+      {"sample-every", &Config::sample_every, "sample/reconstruction PNGs every N epochs (0 = none)"},
+      {"checkpoint-every", &Config::checkpoint_every, "keep checkpoints/epoch_NNN.pt every N epochs"},
+      {"keep-checkpoints", &Config::keep_checkpoints, "keep the newest K epoch checkpoints (0 = all)"},
+      {"resume", &Config::resume, "auto (continue from last.pt if present) | none | PATH"},
+      {"requeue", &Config::requeue, "under Slurm, requeue the job after a stop signal (SIGUSR1/SIGTERM) checkpoint"},
+      {"hidden-dims", &Config::hidden_dims, "encoder hidden widths, comma list; decoder mirrors"},
+      {"latent-dim", &Config::latent_dim, "size of the latent z"},
+      {"activation", &Config::activation, "relu | leaky_relu | tanh"},
+      {"batch-norm", &Config::batch_norm, "BatchNorm after each hidden Linear (statistics over the global batch)"},
+      {"dropout", &Config::dropout, "dropout probability after each hidden activation"},
+      {"conditional", &Config::conditional, "conditional VAE: one-hot label appended to encoder and decoder input"},
+      {"recon-loss", &Config::recon_loss, "bce (Bernoulli likelihood) | mse (squared error)"},
+      {"epochs", &Config::epochs, "train through this epoch"},
+      {"batch-size", &Config::batch_size, "global batch size (all ranks together)"},
+      {"lr", &Config::lr, "learning rate"},
+      {"optimizer", &Config::optimizer, "adam | adamw"},
+      {"weight-decay", &Config::weight_decay, "adam: L2 penalty in the gradient; adamw: decoupled weight decay"},
+      {"grad-clip", &Config::grad_clip, "clip the global gradient norm to this value (0 = off)"},
+      {"seed", &Config::seed, "seed of init, shuffling, noise and evaluation"},
+      {"beta", &Config::beta, "weight of the KL term"},
+      {"kl-schedule", &Config::kl_schedule, "constant | linear | cyclical"},
+      {"kl-warmup-epochs", &Config::kl_warmup_epochs, "linear: epochs to ramp beta from 0"},
+      {"kl-cycles", &Config::kl_cycles, "cyclical: number of ramps over the run"},
+      {"kl-ramp", &Config::kl_ramp, "cyclical: fraction of each cycle spent ramping"},
+      {"threads", &Config::threads, "intra-op threads (0 = cores / local ranks)"},
+      {"world", &Config::world, "number of processes, 0 = from the launcher (mpirun -np N)"},
+      {"device", &Config::device, "auto | cpu | cuda (rank r uses GPU local_rank)"},
+      {"precision", &Config::precision, "fp32 | bf16 | fp16 (CUDA): autocast, fp32 weights"},
+      {"backend", &Config::backend, "auto | nccl | mpi: gradient all-reduce backend"},
+      {"comm-timeout", &Config::comm_timeout, "seconds a collective may wait before the job is ended"},
+      {"cpu-fast-path", &Config::cpu_fast_path, "CPU fp32: hand-written step on oneDNN (or ATen) GEMMs (false: libtorch autograd)"},
+      {"profile", &Config::profile, "print per epoch where step time goes (data, forward, backward, all-reduce, optimizer)"},
+  };
+  return fields;
+}
+
+std::string yaml_key(const Field& f) {
+  std::string key = f.name;
+  for (char& ch : key) {
+    if (ch == '-') ch = '_';
+  }
+  return key;
+}
+
+namespace {
+
+std::string join(const std::vector<int64_t>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+  return out;
+}
+
+}  // namespace
+
+int64_t parse_int(const std::string& text, const std::string& where) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) {
+    throw UsageError(fmt::format("{}: expected an integer, got '{}'", where, text));
+  }
+  return v;
+}
+
+namespace {
+
+double parse_double(const std::string& text, const std::string& where) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(v)) {
+    throw UsageError(fmt::format("{}: expected a number, got '{}'", where, text));
+  }
+  return v;
+}
+
+}  // namespace
+
+bool parse_bool(const std::string& text, const std::string& where) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
+  if (text == "false" || text == "0" || text == "no" || text == "off") return false;
+  throw UsageError(fmt::format("{}: expected true or false, got '{}'", where, text));
+}
+
+namespace {
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& where) {
+  std::vector<int64_t> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(parse_int(item, where));
+  if (out.empty()) throw UsageError(fmt::format("{}: expected a comma list of integers, got '{}'", where, text));
+  return out;
+}
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+}  // namespace
+
+std::string field_to_string(const Config& c, const Field& f) {
+  return std::visit(
+      Overloaded{[&](std::string Config::*m) { return c.*m; },
+                 [&](int64_t Config::*m) { return std::to_string(c.*m); },
+                 [&](double Config::*m) { return fmt::format("{}", c.*m); },
+                 [&](bool Config::*m) { return std::string(c.*m ? "true" : "false"); },
+                 [&](std::vector<int64_t> Config::*m) { return join(c.*m); }},
+      f.member);
+}
+
+void field_from_string(Config& c, const Field& f, const std::string& text, const std::string& where) {
+  std::visit(Overloaded{[&](std::string Config::*m) { c.*m = text; },
+                        [&](int64_t Config::*m) { c.*m = parse_int(text, where); },
+                        [&](double Config::*m) { c.*m = parse_double(text, where); },
+                        [&](bool Config::*m) { c.*m = parse_bool(text, where); },
+                        [&](std::vector<int64_t> Config::*m) { c.*m = parse_int_list(text, where); }},
+             f.member);
+}
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+template <class T>
+void require_positive(T value, const char* flag) {
+  require(value > 0, fmt::format("--{} must be positive, got {}", flag, value));
+}
+
+template <class T>
+void require_non_negative(T value, const char* flag) {
+  require(value >= 0, fmt::format("--{} must be >= 0, got {}", flag, value));
+}
+
+void require_one_of(const std::string& value, std::initializer_list<const char*> allowed, const char* flag) {
+  std::string list;
+  for (const char* a : allowed) {
+    if (value == a) return;
+    list += (list.empty() ? "" : ", ") + std::string(a);
+  }
+  throw UsageError(fmt::format("--{} must be one of {}, got '{}'", flag, list, value));
+}
+
+}  // namespace
+
+namespace {
+
+// Well-formed UTF-8 (what YAML files hold); no overlong forms or surrogates.
+bool is_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    const int n = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xe ? 2 : (b >> 3) == 0x1e ? 3 : -1;
+    if (n < 0 || i + static_cast<size_t>(n) >= s.size()) return false;
+    uint32_t cp = n == 0 ? b : b & (0x3f >> n);
+    for (int k = 1; k <= n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c >> 6) != 0x2) return false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    const uint32_t min[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+void validate(const Config& c) {
+  for (const auto& f : config_fields()) {
+    if (auto m = std::get_if<std::string Config::*>(&f.member)) {
+      require(is_utf8(c.**m), fmt::format("--{}: not valid UTF-8 text", f.name));
+    }
+  }
+  require_one_of(c.dataset, {"mnist", "fashion-mnist"}, "dataset");
+  require(!c.download || c.dataset == "mnist",
+          "--download fetches MNIST only; Fashion-MNIST comes from Debian's dataset-fashion-mnist package");
+  require(!c.out_dir.empty(), "--out-dir must not be empty");
+  require_non_negative(c.train_limit, "train-limit");
+  require_non_negative(c.log_every, "log-every");
+  require_non_negative(c.sample_every, "sample-every");
+  require_positive(c.checkpoint_every, "checkpoint-every");
+  require_non_negative(c.keep_checkpoints, "keep-checkpoints");
+  require(!c.resume.empty(), "--resume must be auto, none or a checkpoint path");
+  require(!c.hidden_dims.empty(), "--hidden-dims needs at least one width");
+  for (int64_t h : c.hidden_dims) {
+    require(h > 0, fmt::format("--hidden-dims: every width must be positive, got {}", join(c.hidden_dims)));
+  }
+  require_positive(c.latent_dim, "latent-dim");
+  require_one_of(c.activation, {"relu", "leaky_relu", "tanh"}, "activation");
+  require(c.dropout >= 0 && c.dropout < 1, fmt::format("--dropout must be in [0, 1), got {}", c.dropout));
+  require_one_of(c.recon_loss, {"bce", "mse"}, "recon-loss");
+  require_one_of(c.optimizer, {"adam", "adamw"}, "optimizer");
+  require_non_negative(c.weight_decay, "weight-decay");
+  require_non_negative(c.grad_clip, "grad-clip");
+  require_positive(c.epochs, "epochs");
+  require_positive(c.batch_size, "batch-size");
+  require_positive(c.lr, "lr");
+  require_non_negative(c.seed, "seed");
+  require_non_negative(c.beta, "beta");
+  require_one_of(c.kl_schedule, {"constant", "linear", "cyclical"}, "kl-schedule");
+  require_non_negative(c.kl_warmup_epochs, "kl-warmup-epochs");
+  require_positive(c.kl_cycles, "kl-cycles");
+  require(c.kl_ramp > 0 && c.kl_ramp <= 1, fmt::format("--kl-ramp must be in (0, 1], got {}", c.kl_ramp));
+  require_non_negative(c.threads, "threads");
+  require_non_negative(c.world, "world");
+  require_one_of(c.device, {"auto", "cpu", "cuda"}, "device");
+  require_one_of(c.binarize, {"none", "dynamic"}, "binarize");
+  require_one_of(c.precision, {"fp32", "bf16", "fp16"}, "precision");
+  require_one_of(c.backend, {"auto", "nccl", "mpi"}, "backend");
+  require_positive(c.comm_timeout, "comm-timeout");
+}
+
+void validate_for_device(const Config& c, bool cuda) {
+  if (cuda) return;
+  require(c.precision != "fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  require(c.backend != "nccl", "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
+}
+
+Config load_yaml_string(const std::string& text, const std::string& origin, Config base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw UsageError(fmt::format("{}: not valid YAML: {}", origin, e.msg));
+  }
+  if (root.IsNull()) return base;
+  if (!root.IsMap()) throw UsageError(fmt::format("{}: expected a mapping of option: value", origin));
+  const auto& fields = config_fields();
+  for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) throw UsageError(fmt::format("{}: every key must be a plain option name", origin));
+    const std::string key = kv.first.Scalar();
+    auto it = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return yaml_key(f) == key; });
+    if (it == fields.end()) throw UsageError(fmt::format("{}: unknown key '{}'", origin, key));
+    const std::string where = fmt::format("{}: key '{}'", origin, key);
+    const YAML::Node& value = kv.second;
+    std::string text;
+    if (value.IsScalar()) {
+      text = value.Scalar();
+    } else if (value.IsSequence()) {
+      for (const auto& item : value) {
+        if (!item.IsScalar()) throw UsageError(fmt::format("{}: expected a list of numbers", where));
+        text += (text.empty() ? "" : ",") + item.Scalar();
+      }
+    } else {
+      throw UsageError(fmt::format("{}: expected a value", where));
+    }
+    field_from_string(base, *it, text, where);
+  }
+  return base;
+}
+
+Config load_yaml_file(const std::string& path, Config base) {
+  std::ifstream in(path);
+  if (!in) throw UsageError(fmt::format("--config {}: cannot read the file", path));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return load_yaml_string(buf.str(), path, std::move(base));
+}
+
+std::string to_yaml(const Config& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const auto& f : config_fields()) {
+    out << YAML::Key << yaml_key(f) << YAML::Value;
+    if (auto m = std::get_if<std::vector<int64_t> Config::*>(&f.member)) {
+      out << YAML::Flow << c.**m;
+    } else if (std::holds_alternative<std::string Config::*>(f.member)) {
+      out << YAML::DoubleQuoted << field_to_string(c, f);
+    } else {
+      out << field_to_string(c, f);
+    }
+  }
+  out << YAML::EndMap;
+  if (!out.good()) throw std::runtime_error("cannot write the config as YAML: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+bool operator==(const Config& a, const Config& b) {
+  for (const auto& f : config_fields()) {
+    if (field_to_string(a, f) != field_to_string(b, f)) return false;
+  }
+  return true;
+}
+
+bool same_architecture(const Config& a, const Config& b) {
+  return a.hidden_dims == b.hidden_dims && a.latent_dim == b.latent_dim && a.activation == b.activation &&
+         a.batch_norm == b.batch_norm && a.conditional == b.conditional;
+}
+
+std::string describe_architecture(const Config& c) {
+  std::string text = fmt::format("784-{}-{}", fmt::join(c.hidden_dims, "-"), c.latent_dim);
+  if (c.activation != Config{}.activation) text += " " + c.activation;
+  if (c.batch_norm) text += " batchnorm";
+  if (c.conditional) text += " conditional";
+  return text;
+}
+
+std::string resolved_data_dir(const Config& c) {
+  if (!c.data_dir.empty()) return c.data_dir;
+  return c.dataset == "fashion-mnist" ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
+}
+
+}  // namespace vae

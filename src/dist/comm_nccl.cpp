@@ -1,0 +1,217 @@
+// NCCL backend: CUDA tensors. Rank 0 makes the ncclUniqueId, MPI broadcasts it, every
+// rank binds its GPU and joins with ncclCommInitRank. Collectives are enqueued on the
+// stream the compute uses, so stream order (not a host sync) puts each all-reduce
+// after the backward pass that filled its buffer and before the optimizer that reads
+// it. A CUDA event recorded after each collective lets the watchdog see one that never
+// completes; it also polls ncclCommGetAsyncError, and on either it calls ncclCommAbort
+// and ends the job.
+//
+// Only the CUDA runtime and NCCL headers are used here, not ATen's CUDA headers, so
+// this file compiles and links against the CUDA toolkit even when libtorch is CPU-only.
+#include "vae_ddp/dist/comm.h"
+
+#include "vae_ddp/base/errors.h"
+
+#ifdef VAE_WITH_NCCL
+
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+#include <nccl.h>
+
+#ifdef VAE_TORCH_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+#include "vae_ddp/dist/watchdog.h"
+
+namespace vae {
+
+namespace {
+
+#define CUDA_CHECK(call) cuda_check((call), #call, __FILE__, __LINE__)
+#define NCCL_CHECK(call) nccl_check((call), #call, __FILE__, __LINE__)
+
+void cuda_check(cudaError_t rc, const char* call, const char* file, int line) {
+  if (rc == cudaSuccess) return;
+  throw std::runtime_error(fmt::format("CUDA error in {} at {}:{}: {}", call, file, line, cudaGetErrorString(rc)));
+}
+
+void nccl_check(ncclResult_t rc, const char* call, const char* file, int line) {
+  if (rc == ncclSuccess) return;
+  throw std::runtime_error(fmt::format("NCCL error in {} at {}:{}: {} ({})", call, file, line,
+                                       ncclGetErrorString(rc), ncclGetLastError(nullptr)));
+}
+
+ncclDataType_t nccl_type(const torch::Tensor& t) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return ncclFloat32;
+    case torch::kFloat64: return ncclFloat64;
+    case torch::kInt64: return ncclInt64;
+    default: throw std::invalid_argument(fmt::format("NCCL backend: unsupported dtype {}", std::string(t.dtype().name())));
+  }
+}
+
+// The stream libtorch computes on for `device`: the collectives go there.
+cudaStream_t compute_stream(int device) {
+#ifdef VAE_TORCH_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  (void)device;
+  return nullptr;  // the legacy default stream; a CPU-only libtorch never gets here with CUDA tensors
+#endif
+}
+
+class NcclCommunicator : public Communicator {
+ public:
+  NcclCommunicator(const World& w, int device, std::chrono::seconds timeout) : Communicator(w), device_(device) {
+    CUDA_CHECK(cudaSetDevice(device_));
+    ncclUniqueId id;
+    std::memset(&id, 0, sizeof(id));
+    if (w.rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    std::string bytes(reinterpret_cast<const char*>(&id), sizeof(id));
+    broadcast_bytes(w, bytes, /*root=*/0);
+    std::memcpy(&id, bytes.data(), sizeof(id));
+    watchdog_ = std::make_unique<Watchdog>(
+        w, timeout, [this] { return poll(); }, [this] { abort_comm(); });
+    {
+      Watchdog::Scope watch(*watchdog_, "ncclCommInitRank");
+      NCCL_CHECK(ncclCommInitRank(&comm_, w.size, id, w.rank));
+    }
+    ready_ = true;
+  }
+
+  ~NcclCommunicator() override {
+    watchdog_.reset();  // stop polling before the communicator goes away
+    if (comm_) {
+      ncclCommFinalize(comm_);  // best effort in a destructor: the job is ending
+      ncclCommDestroy(comm_);
+    }
+    for (auto& p : pending_) cudaEventDestroy(p.event);
+    for (auto e : free_events_) cudaEventDestroy(e);
+  }
+
+  void allreduce_sum(torch::Tensor& t) override {
+    check_tensor(t);
+    const cudaStream_t stream = compute_stream(device_);
+    NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum,
+                             comm_, stream));
+    track(stream, "NCCL all-reduce");
+  }
+
+  void broadcast(torch::Tensor& t, int root) override {
+    check_tensor(t);
+    const cudaStream_t stream = compute_stream(device_);
+    NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), root, comm_,
+                             stream));
+    track(stream, "NCCL broadcast");
+  }
+
+  std::string name() const override { return "nccl"; }
+
+ private:
+  struct Pending {
+    cudaEvent_t event;
+    std::chrono::steady_clock::time_point since;
+    const char* what;
+  };
+
+  void check_tensor(const torch::Tensor& t) const {
+    if (!t.is_cuda() || !t.is_contiguous() || t.device().index() != device_) {
+      throw std::invalid_argument(fmt::format("NCCL backend: needs a contiguous tensor on cuda:{}", device_));
+    }
+  }
+
+  // Records an event after the collective so the watchdog can tell when it completes.
+  void track(cudaStream_t stream, const char* what) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cudaEvent_t ev;
+    if (free_events_.empty()) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    } else {
+      ev = free_events_.back();
+      free_events_.pop_back();
+    }
+    CUDA_CHECK(cudaEventRecord(ev, stream));
+    pending_.push_back({ev, std::chrono::steady_clock::now(), what});
+  }
+
+  // Runs on the watchdog thread: "" while healthy, else what went wrong.
+  std::string poll() {
+    if (!ready_) return "";
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
+    if (rc != ncclSuccess) return fmt::format("ncclCommGetAsyncError failed: {}", ncclGetErrorString(rc));
+    if (async != ncclSuccess && async != ncclInProgress) {
+      return fmt::format("NCCL reported an asynchronous error: {} ({})", ncclGetErrorString(async),
+                         ncclGetLastError(comm_));
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (!pending_.empty()) {
+      const Pending& p = pending_.front();
+      const cudaError_t q = cudaEventQuery(p.event);
+      if (q == cudaSuccess) {
+        free_events_.push_back(p.event);
+        pending_.pop_front();
+        continue;
+      }
+      if (q != cudaErrorNotReady) return fmt::format("CUDA error after {}: {}", p.what, cudaGetErrorString(q));
+      if (std::chrono::steady_clock::now() - p.since > watchdog_->timeout()) {
+        return fmt::format("{} did not complete within {} s: a peer rank stopped answering or died (--comm-timeout)",
+                           p.what, watchdog_->timeout().count());
+      }
+      break;
+    }
+    return "";
+  }
+
+  void abort_comm() {
+    if (comm_) ncclCommAbort(comm_);  // the job is ending: its result does not matter
+    comm_ = nullptr;
+  }
+
+  int device_;
+  ncclComm_t comm_ = nullptr;
+  std::atomic<bool> ready_{false};
+  std::mutex mutex_;
+  std::deque<Pending> pending_;
+  std::vector<cudaEvent_t> free_events_;
+  std::unique_ptr<Watchdog> watchdog_;
+};
+
+}  // namespace
+
+bool built_with_nccl() { return true; }
+
+std::string nccl_version() {
+  int code = 0;
+  if (ncclGetVersion(&code) != ncclSuccess) return "unknown";
+  // Since NCCL 2.9: code = major * 10000 + minor * 100 + patch.
+  return fmt::format("{}.{}.{}", code / 10000, (code / 100) % 100, code % 100);
+}
+
+std::unique_ptr<Communicator> make_nccl_communicator(const World& w, torch::Device device,
+                                                     std::chrono::seconds timeout) {
+  return std::make_unique<NcclCommunicator>(w, device.index() < 0 ? 0 : device.index(), timeout);
+}
+
+}  // namespace vae
+
+#else  // !VAE_WITH_NCCL
+
+namespace vae {
+
+bool built_with_nccl() { return false; }
+std::string nccl_version() { return ""; }
+std::unique_ptr<Communicator> make_nccl_communicator(const World&, torch::Device, std::chrono::seconds) {
+  throw UsageError("--backend nccl: this vae_ddp was built without NCCL");
+}
+
+}  // namespace vae
+
+#endif

@@ -1,0 +1,105 @@
+#include "vae_ddp/train/cpu_step.h"
+
+#include "vae_ddp/train/cpu_gemm.h"
+
+namespace vae {
+
+namespace {
+
+float* f32(const torch::Tensor& t) { return t.data_ptr<float>(); }
+
+// out [B, N] = in [B, K] · W^T + b, then ReLU if asked: a torch Linear.
+torch::Tensor linear(const torch::Tensor& in, const torch::nn::Linear& lin, bool relu) {
+  const auto& w = lin->weight;  // [N, K]
+  auto out = torch::empty({in.size(0), w.size(0)}, in.options());
+  cpu::GemmOp op;
+  op.trans_b = true;
+  op.relu = relu;
+  cpu::gemm(op, in.size(0), w.size(0), w.size(1), f32(in), f32(w), f32(lin->bias), f32(out));
+  return out;
+}
+
+// Given g = dLoss/d(out) [B, N] of `lin` applied to `in` [B, K]: writes the weight and
+// bias gradients and returns dLoss/d(in) [B, K] (undefined when `need_input_grad` is false).
+torch::Tensor linear_backward(const torch::Tensor& g, const torch::Tensor& in, const torch::nn::Linear& lin,
+                              bool need_input_grad) {
+  const auto& w = lin->weight;  // [N, K]
+  const int64_t b = g.size(0), n = w.size(0), k = w.size(1);
+  cpu::GemmOp t_a;
+  t_a.trans_a = true;
+  cpu::gemm(t_a, n, k, b, f32(g), f32(in), nullptr, f32(w.grad()));  // dW [N, K] = g^T · in
+  at::sum_out(lin->bias.mutable_grad(), g, /*dim=*/{0});               // db [N]
+  if (!need_input_grad) return {};
+  auto gin = torch::empty({b, k}, g.options());
+  cpu::gemm(cpu::GemmOp{}, b, k, n, f32(g), f32(w), nullptr, f32(gin));  // [B, K] = g · W
+  return gin;
+}
+
+// Given dz = dLoss/dz [B, L]: dLoss/d(stats) [B, 2L] of the head's output stats = [mu,
+// logvar], through z = mu + sd * eps and cb * KL (cb = beta / global batch).
+torch::Tensor latent_backward(const torch::Tensor& dz, const torch::Tensor& stats, const torch::Tensor& sd,
+                              const torch::Tensor& eps, double cb) {
+  const int64_t latent = dz.size(1);
+  auto dstats = torch::empty_like(stats);
+  auto dmu = dstats.narrow(/*dim=*/1, 0, latent);
+  torch::add_out(dmu, dz, stats.narrow(/*dim=*/1, 0, latent), cb);  // dz + cb * mu
+  dstats.narrow(/*dim=*/1, latent, latent).copy_(dz * eps * sd * 0.5 + (sd.square() - 1) * (0.5 * cb));
+  return dstats;
+}
+
+}  // namespace
+
+bool CpuStep::supports(const ModelOptions& o) {
+  return o.activation == "relu" && !o.batch_norm && o.dropout == 0 && !o.conditional && o.recon_loss == "bce";
+}
+
+CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_dim()) {
+  for (const auto& p : model->parameters()) {
+    TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() &&
+                    p.grad().defined() && p.grad().is_contiguous(),
+                "CpuStep: needs contiguous fp32 CPU parameters with gradient buffers");
+  }
+}
+
+LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, double beta, int64_t global_batch,
+                       Profiler* profiler) {
+  torch::NoGradGuard no_grad;
+  Profiler off(false, torch::kCPU);
+  Profiler& prof = profiler ? *profiler : off;
+  auto forward_timer = std::make_unique<Profiler::Scope>(prof, Phase::kForward);
+  const auto x = x_in.contiguous(), eps = eps_in.contiguous();
+  const double c = 1.0 / static_cast<double>(global_batch);
+
+  // Forward. enc[i] is the input of encoder layer i; enc.back() feeds the head.
+  std::vector<torch::Tensor> enc = {x};
+  for (const auto& lin : layers_.encoder) enc.push_back(linear(enc.back(), lin, /*relu=*/true));
+  const auto stats = linear(enc.back(), layers_.head, /*relu=*/false);  // [B, 2L]
+  const auto mu = stats.narrow(/*dim=*/1, 0, latent_), logvar = stats.narrow(1, latent_, latent_);
+  const auto sd = (0.5 * logvar).exp();                              // [B, L]
+  const auto z = torch::addcmul(mu, sd, eps);                        // mu + sd * eps
+  auto kld = -0.5 * (1 + logvar - mu.square() - sd.square()).sum(1);  // [B]
+  std::vector<torch::Tensor> dec = {z};
+  const size_t last = layers_.decoder.size() - 1;
+  for (size_t j = 0; j < last; ++j) dec.push_back(linear(dec.back(), layers_.decoder[j], /*relu=*/true));
+  const auto logits = linear(dec.back(), layers_.decoder[last], /*relu=*/false);  // [B, 784]
+
+  // Bernoulli NLL from logits, and its gradient (sigmoid(l) - x) / global_batch.
+  auto bce = torch::addcmul(torch::softplus(logits), logits, x, /*value=*/-1).sum(1);  // [B]
+  auto g = torch::sigmoid(logits).sub_(x).mul_(c);                                   // [B, 784]
+  forward_timer.reset();
+  Profiler::Scope backward_timer(prof, Phase::kBackward);
+
+  // Backward through the decoder; ReLU's gradient masks where its output was 0.
+  for (size_t j = last + 1; j-- > 0;) {
+    auto gin = linear_backward(g, dec[j], layers_.decoder[j], /*need_input_grad=*/true);
+    g = j > 0 ? at::threshold_backward(gin, dec[j], 0) : gin;
+  }
+  g = linear_backward(latent_backward(g, stats, sd, eps, c * beta), enc.back(), layers_.head, /*need_input_grad=*/true);
+  for (size_t i = layers_.encoder.size(); i-- > 0;) {
+    g = at::threshold_backward(g, enc[i + 1], 0);  // through the ReLU after encoder layer i
+    g = linear_backward(g, enc[i], layers_.encoder[i], /*need_input_grad=*/i > 0);
+  }
+  return {bce, kld};
+}
+
+}  // namespace vae

@@ -1,0 +1,82 @@
+#include "vae_ddp/train/step.h"
+
+#include <fmt/format.h>
+
+#include "vae_ddp/train/cpu_gemm.h"
+#include "vae_ddp/train/cpu_step.h"
+
+namespace vae {
+
+namespace {
+
+// Any model variant, device and precision: libtorch's autograd, under autocast for bf16
+// and fp16, with the loss scaled for fp16.
+class AutogradStep final : public Step {
+ public:
+  AutogradStep(VAE& model, torch::Device device, Precision precision, bool mse, const LossScaler& scaler,
+               Profiler& profiler)
+      : model_(model), device_(device), precision_(precision), mse_(mse), scaler_(scaler), profiler_(profiler) {}
+
+  StepResult run(const Batch& b, const torch::Tensor& beta) override {
+    StepResult r;
+    {
+      Profiler::Scope timed(profiler_, Phase::kForward);
+      AutocastGuard autocast(device_, precision_);
+      auto out = model_->forward(b.x, b.eps, b.extras);
+      r.terms = loss_terms(out.logits, b.x, out.mu, out.logvar, mse_);
+      r.loss = objective(r.terms, beta, b.global_rows);
+    }
+    Profiler::Scope timed(profiler_, Phase::kBackward);
+    scaler_.scale(r.loss).backward();
+    return r;
+  }
+
+ private:
+  VAE& model_;
+  torch::Device device_;
+  Precision precision_;
+  bool mse_;
+  const LossScaler& scaler_;
+  Profiler& profiler_;
+};
+
+// The CPU fp32 fast path (cpu_step.h) for the models it implements. It reads beta on the
+// host: on the CPU that costs no wait.
+class CpuFastStep final : public Step {
+ public:
+  CpuFastStep(VAE& model, Profiler& profiler) : impl_(model), profiler_(profiler) {}
+
+  StepResult run(const Batch& b, const torch::Tensor& beta) override {
+    StepResult r;
+    r.terms = impl_.run(b.x, b.eps, beta.item<double>(), b.global_rows, &profiler_);
+    r.loss = objective(r.terms, beta, b.global_rows);
+    return r;
+  }
+
+ private:
+  CpuStep impl_;
+  Profiler& profiler_;
+};
+
+// Why the CPU fast path does not run this configuration ("" when it does).
+std::string why_not_fast(const Config& c, const ModelOptions& o, torch::Device device, Precision precision) {
+  if (!device.is_cpu()) return "device " + device.str();
+  if (precision != Precision::kFP32) return "--precision " + c.precision;
+  if (!c.cpu_fast_path) return "--cpu-fast-path false";
+  if (!CpuStep::supports(o)) return "a model variant the fast path does not implement";
+  return "";
+}
+
+}  // namespace
+
+StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision,
+                       const LossScaler& scaler, Profiler& profiler) {
+  const std::string why = why_not_fast(c, model->options(), device, precision);
+  if (why.empty()) {
+    return {std::make_unique<CpuFastStep>(model, profiler), fmt::format("CPU fast path ({} GEMMs)", cpu::gemm_library())};
+  }
+  return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == "mse", scaler, profiler),
+          fmt::format("autograd ({})", why)};
+}
+
+}  // namespace vae
