@@ -77,37 +77,38 @@ std::string join(const std::vector<int64_t>& v) {
 
 }  // namespace
 
-int64_t parse_int(const std::string& text, const std::string& where) {
+namespace {
+
+// All of `text` read by `read` (std::stoll, std::stod: value and characters used); a
+// partial read, an error or a value `ok` rejects throws UsageError: "<where>: expected
+// <what>, got '<text>'".
+template <typename T, typename Read, typename Ok>
+T parse_whole(const std::string& text, const std::string& where, const char* what, Read read, Ok ok) {
   size_t used = 0;
-  int64_t v = 0;
+  T v{};
   try {
-    v = std::stoll(text, &used);
+    v = read(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size()) {
-    throw UsageError(fmt::format("{}: expected an integer, got '{}'", where, text));
+  if (used == 0 || used != text.size() || !ok(v)) {
+    throw UsageError(fmt::format("{}: expected {}, got '{}'", where, what, text));
   }
   return v;
 }
 
-namespace {
-
 double parse_double(const std::string& text, const std::string& where) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !std::isfinite(v)) {
-    throw UsageError(fmt::format("{}: expected a number, got '{}'", where, text));
-  }
-  return v;
+  return parse_whole<double>(text, where, "a number", [](const std::string& t, size_t* used) { return std::stod(t, used); },
+                             [](double v) { return std::isfinite(v); });
 }
 
 }  // namespace
+
+int64_t parse_int(const std::string& text, const std::string& where) {
+  return parse_whole<int64_t>(text, where, "an integer",
+                              [](const std::string& t, size_t* used) { return std::stoll(t, used); },
+                              [](int64_t) { return true; });
+}
 
 bool parse_bool(const std::string& text, const std::string& where) {
   if (text == "true" || text == "1" || text == "yes" || text == "on") return true;

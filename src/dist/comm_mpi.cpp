@@ -13,14 +13,7 @@ namespace vae {
 
 namespace {
 
-MPI_Datatype mpi_type(const torch::Tensor& t) {
-  switch (t.scalar_type()) {
-    case torch::kFloat32: return MPI_FLOAT;
-    case torch::kFloat64: return MPI_DOUBLE;
-    case torch::kInt64: return MPI_INT64_T;
-    default: throw std::invalid_argument(fmt::format("MPI backend: unsupported dtype {}", std::string(t.dtype().name())));
-  }
-}
+MPI_Datatype mpi_type(const torch::Tensor& t) { return dtype_code(t, "MPI", MPI_FLOAT, MPI_DOUBLE, MPI_INT64_T); }
 
 class MpiCommunicator : public Communicator {
  public:

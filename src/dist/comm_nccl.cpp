@@ -49,12 +49,7 @@ void nccl_check(ncclResult_t rc, const char* call, const char* file, int line) {
 }
 
 ncclDataType_t nccl_type(const torch::Tensor& t) {
-  switch (t.scalar_type()) {
-    case torch::kFloat32: return ncclFloat32;
-    case torch::kFloat64: return ncclFloat64;
-    case torch::kInt64: return ncclInt64;
-    default: throw std::invalid_argument(fmt::format("NCCL backend: unsupported dtype {}", std::string(t.dtype().name())));
-  }
+  return dtype_code(t, "NCCL", ncclFloat32, ncclFloat64, ncclInt64);
 }
 
 // The stream libtorch computes on for `device`: the collectives go there.

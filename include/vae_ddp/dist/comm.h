@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include <torch/torch.h>
@@ -45,6 +46,18 @@ std::unique_ptr<Communicator> make_communicator(const World& w, const std::strin
 bool built_with_nccl();
 // The NCCL library's version as "2.x.y", or "" without NCCL.
 std::string nccl_version();
+
+// A backend's code for the dtype of `t`: one of the three dtypes the collectives carry.
+// Throws std::invalid_argument naming `backend` for any other.
+template <typename Code>
+Code dtype_code(const torch::Tensor& t, const char* backend, Code f32, Code f64, Code i64) {
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return f32;
+    case torch::kFloat64: return f64;
+    case torch::kInt64: return i64;
+    default: throw std::invalid_argument(std::string(backend) + " backend: unsupported dtype " + std::string(t.dtype().name()));
+  }
+}
 
 // Backend factories, one per source file.
 std::unique_ptr<Communicator> make_local_communicator(const World& w);
