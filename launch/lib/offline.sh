@@ -93,7 +93,8 @@ source_files() {
   if git -c safe.directory="$ROOT" -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git -c safe.directory="$ROOT" -C "$ROOT" ls-files -z
   else
-    (cd "$ROOT" && find . \( -name 'build*' -o -name '.venv*' -o -name data -o -name runs \) -prune -o -type f -print0)
+    # Only the top level's build trees, virtual environments, data and runs: src/data is source.
+    (cd "$ROOT" && find . \( -path './build*' -o -path './.venv*' -o -path ./data -o -path ./runs \) -prune -o -type f -print0)
   fi
 }
 
@@ -242,6 +243,9 @@ export PATH="\$VAE_PREFIX/mpi-bin\${PATH:+:\$PATH}:\$VAE_PREFIX/usr/bin"
 export LD_LIBRARY_PATH="\$VAE_PREFIX/usr/lib/$triple:\$VAE_PREFIX/usr/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export CMAKE_PREFIX_PATH="\$VAE_PREFIX/usr\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
 export PKG_CONFIG_PATH="\$VAE_PREFIX/usr/lib/$triple/pkgconfig:\$VAE_PREFIX/usr/lib/pkgconfig:\$VAE_PREFIX/usr/share/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
+# The multiarch header folder, which Debian's gcc searches under /usr/include by default
+# (openssl/opensslconf.h, curl/ live there).
+export CPATH="\$VAE_PREFIX/usr/include/$triple\${CPATH:+:\$CPATH}"
 # Open MPI finds its components, help files and MCA defaults under the prefix; its PMIx, its
 # components (the prefix variables do not move those).
 export OPAL_PREFIX="\$VAE_PREFIX/usr"
