@@ -19,7 +19,7 @@ class BatchTest : public ::testing::Test {
   BatchTest() {
     config_.batch_size = 16;
     config_.latent_dim = 3;
-    config_.binarize = "dynamic";
+    config_.binarize = Binarize::kDynamic;
     config_.conditional = true;
     config_.dropout = 0.3;
     train_.images = torch::rand({50, kImagePixels}, torch::kFloat32);

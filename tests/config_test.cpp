@@ -42,7 +42,7 @@ TEST_F(ConfigTest, YamlRoundTripKeepsEveryField) {
   Config c;
   c.hidden_dims = {512, 256};
   c.lr = 3.5e-4;
-  c.kl_schedule = "cyclical";
+  c.kl_schedule = KLScheduleKind::kCyclical;
   c.download = true;
   c.out_dir = "runs/with: colon";
   Config back = load_yaml_string(to_yaml(c), "roundtrip", Config{});
@@ -98,7 +98,7 @@ TEST_F(ConfigTest, VariantOptionsAreValidated) {
   EXPECT_EQ(SetFlag("grad-clip", "-1"), "--grad-clip must be >= 0, got -1");
   EXPECT_EQ(SetFlag("dataset", "cifar10"), "--dataset must be one of mnist, fashion-mnist, got 'cifar10'");
   Config c;
-  c.dataset = "fashion-mnist";
+  c.dataset = DatasetKind::kFashionMnist;
   c.download = true;
   EXPECT_THROW(validate(c), UsageError);  // --download fetches MNIST only
 }
@@ -145,9 +145,9 @@ TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
   EXPECT_GE(count, 7);
   const Config iwae = load_yaml_file(dir + "/iwae-paper.yaml", Config{});
   EXPECT_EQ(describe_architecture(iwae), "784-200-200-50 tanh");
-  EXPECT_EQ(iwae.binarize, "dynamic");
+  EXPECT_EQ(name_of(iwae.binarize), "dynamic");
   const Config seed4 = load_yaml_file(dir + "/seed-004-adamw-256-kl-linear.yaml", Config{});
-  EXPECT_EQ(seed4.optimizer, "adamw");
+  EXPECT_EQ(name_of(seed4.optimizer), "adamw");
   EXPECT_EQ(seed4.epochs, 50);
   EXPECT_EQ(load_yaml_file(dir + "/seed-latent-2.yaml", Config{}).latent_dim, 2);
 }

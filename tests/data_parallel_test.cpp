@@ -188,7 +188,7 @@ TEST(AutocastTest, Bf16EpochLossWithinTwoPercentOfFp32) {
   const Dataset test = load_mnist(VAE_DDP_DATA_DIR, Split::kTest, false, 1000);
   testing::TempDir dir;
   double loss[2] = {0, 0};
-  const char* precisions[2] = {"fp32", "bf16"};
+  const Precision precisions[2] = {Precision::kFP32, Precision::kBF16};
   for (int i = 0; i < 2; ++i) {
     Config c;
     c.out_dir = dir.path();
@@ -209,9 +209,9 @@ TEST(CommTest, NcclBackendIsLinked) {
 
 TEST(CommTest, BackendMustFitTheDevice) {
   const World one;
-  EXPECT_EQ(make_communicator(one, "auto", torch::kCPU, std::chrono::seconds(1))->name(), "local");
-  EXPECT_EQ(make_communicator(one, "mpi", torch::kCPU, std::chrono::seconds(1))->name(), "local");
-  EXPECT_THROW(make_communicator(one, "nccl", torch::kCPU, std::chrono::seconds(1)), UsageError);
+  EXPECT_EQ(make_communicator(one, Backend::kAuto, torch::kCPU, std::chrono::seconds(1))->name(), "local");
+  EXPECT_EQ(make_communicator(one, Backend::kMpi, torch::kCPU, std::chrono::seconds(1))->name(), "local");
+  EXPECT_THROW(make_communicator(one, Backend::kNccl, torch::kCPU, std::chrono::seconds(1)), UsageError);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ class DistTest : public ::testing::Test {
   int rank() const { return world().rank; }
   int size() const { return world().size; }
   static std::unique_ptr<Communicator> Comm(const std::string& backend, torch::Device device = torch::kCPU) {
-    return make_communicator(*g_world, backend, device, std::chrono::seconds(60));
+    return make_communicator(*g_world, parse_choice<Backend>(backend, "--backend"), device, std::chrono::seconds(60));
   }
   static double MaxRelativeDifference(VAE& a, VAE& b) { return testing::MaxRelativeDifference(a, b); }
 };
@@ -157,7 +157,7 @@ class ShardedTrainingTest : public DistTest {
     c.latent_dim = 8;
     c.batch_size = 100;
     c.out_dir = out_dir;
-    c.kl_schedule = "linear";  // beta changes every step: rank 0's value must reach everyone
+    c.kl_schedule = KLScheduleKind::kLinear;  // beta changes every step: rank 0's value must reach everyone
     c.kl_warmup_epochs = 1;
     c.threads = 1;
     return c;
@@ -217,7 +217,7 @@ TEST_F(ShardedTrainingTest, ShardedEvalMatchesOneProcess) {
 TEST_F(ShardedTrainingTest, BinarizedEpochMatchesOneProcess) {
   auto comm = Comm("mpi");
   Config c = Small(dir_.path());
-  c.binarize = "dynamic";
+  c.binarize = Binarize::kDynamic;
   Trainer sharded(c, train_, test_, torch::kCPU, *comm);
   Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());
   const EpochStats a = sharded.train_epoch(1), b = alone.train_epoch(1);
@@ -237,14 +237,14 @@ TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
       {"batch_norm", [](Config& c) { c.batch_norm = true; }},
       {"dropout", [](Config& c) { c.dropout = 0.2; }},
       {"conditional", [](Config& c) { c.conditional = true; }},
-      {"adamw+clip", [](Config& c) { c.optimizer = "adamw"; c.weight_decay = 0.01; c.grad_clip = 5; }},
+      {"adamw+clip", [](Config& c) { c.optimizer = Optimizer::kAdamW; c.weight_decay = 0.01; c.grad_clip = 5; }},
       {"all", [](Config& c) {
          c.hidden_dims = {48, 32};
-         c.activation = "leaky_relu";
+         c.activation = Activation::kLeakyRelu;
          c.batch_norm = true;
          c.dropout = 0.2;
          c.conditional = true;
-         c.optimizer = "adamw";
+         c.optimizer = Optimizer::kAdamW;
          c.weight_decay = 0.01;
          c.grad_clip = 5;
        }},
@@ -254,7 +254,7 @@ TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
     Config c = Small(dir_.path());
     // With beta = 0 (a warm-up's start) and BatchNorm in the decoder, a shift of every mu
     // is normalised away: its gradient is exactly zero and Adam would step on rounding noise.
-    c.kl_schedule = "constant";
+    c.kl_schedule = KLScheduleKind::kConstant;
     tweak(c);
     Trainer sharded(c, train_, test_, torch::kCPU, *comm);
     Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());

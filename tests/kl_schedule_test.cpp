@@ -8,7 +8,7 @@ namespace {
 class KLScheduleTest : public ::testing::Test {
  protected:
   KLSchedule Make(const std::string& kind, double beta = 2.0) {
-    c_.kl_schedule = kind;
+    c_.kl_schedule = parse_choice<KLScheduleKind>(kind, "--kl-schedule");
     c_.beta = beta;
     c_.epochs = 8;
     c_.kl_warmup_epochs = 4;
@@ -36,7 +36,7 @@ TEST_F(KLScheduleTest, LinearRampsOverWarmupEpochs) {
 
 TEST_F(KLScheduleTest, LinearWithoutWarmupIsConstant) {
   c_.kl_warmup_epochs = 0;
-  c_.kl_schedule = "linear";
+  c_.kl_schedule = KLScheduleKind::kLinear;
   EXPECT_DOUBLE_EQ(KLSchedule(c_, 10).at(0), c_.beta);
 }
 

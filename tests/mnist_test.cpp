@@ -178,7 +178,7 @@ TEST(BinarizeTest, TestImageIsBinarizedTheSameInAnyBatch) {
 // finds it by default and its md5s check out.
 TEST(FashionMnistTest, LoadsFromTheDebianPackage) {
   Config c;
-  c.dataset = "fashion-mnist";
+  c.dataset = DatasetKind::kFashionMnist;
   if (!std::filesystem::exists(resolved_data_dir(c))) {
     GTEST_SKIP() << resolved_data_dir(c) << " is missing: apt-get install dataset-fashion-mnist";
   }
@@ -188,7 +188,7 @@ TEST(FashionMnistTest, LoadsFromTheDebianPackage) {
   const Dataset mnist = load_mnist(VAE_DDP_DATA_DIR, Split::kTest, false);
   EXPECT_FALSE(torch::equal(test.images, mnist.images));
   // The MNIST md5 table does not pass Fashion-MNIST's files.
-  EXPECT_THROW(load_dataset("mnist", resolved_data_dir(c), Split::kTest, /*verify_md5=*/true), UsageError);
+  EXPECT_THROW(load_dataset(DatasetKind::kMnist, resolved_data_dir(c), Split::kTest, /*verify_md5=*/true), UsageError);
 }
 
 }  // namespace

@@ -76,10 +76,10 @@ TEST(PicturesTest, FilesHaveTheExpectedSizes) {
   write_interpolations(model, data, dir / "i.png", 8, 10);
   EXPECT_EQ(PngSize(dir / "i.png"), (std::pair<uint32_t, uint32_t>{12 * 30 + 2, 8 * 30 + 2}));
   if (plots_available()) {
-    write_latent_map(model, data, class_names("mnist"), dir / "l.png");
+    write_latent_map(model, data, class_names(DatasetKind::kMnist), dir / "l.png");
     EXPECT_EQ(PngSize(dir / "l.png"), (std::pair<uint32_t, uint32_t>{720, 640}));
   } else {
-    EXPECT_THROW(write_latent_map(model, data, class_names("mnist"), dir / "l.png"), UsageError);
+    EXPECT_THROW(write_latent_map(model, data, class_names(DatasetKind::kMnist), dir / "l.png"), UsageError);
   }
   VAE wide(std::vector<int64_t>{16}, 4);
   EXPECT_THROW(write_manifold(wide, dir / "w.png"), UsageError);

@@ -39,7 +39,7 @@ TEST(VariantsTest, ActivationsAreTheNamedFunctions) {
       {"tanh", [](torch::Tensor h) { return (h.exp() - (-h).exp()) / (h.exp() + (-h).exp()); }},
   };
   for (const auto& [name, act] : expected) {
-    VAE model(Options([&](Config& c) { c.activation = name; }));
+    VAE model(Options([&](Config& c) { c.activation = parse_choice<Activation>(name, "--activation"); }));
     EXPECT_TRUE(torch::allclose(model->encode(x).first, ManualMu(model, x, act), 1e-5, 1e-6)) << name;
   }
 }
@@ -198,12 +198,12 @@ TEST_P(VariantTrainingTest, ShapesAndOneEpoch) {
 INSTANTIATE_TEST_SUITE_P(
     Seeds, VariantTrainingTest,
     ::testing::Values(Variant{"hidden_512_256", [](Config& c) { c.hidden_dims = {512, 256}; c.latent_dim = 32; }},
-                      Variant{"leaky_relu", [](Config& c) { c.activation = "leaky_relu"; }},
-                      Variant{"tanh", [](Config& c) { c.activation = "tanh"; }},
+                      Variant{"leaky_relu", [](Config& c) { c.activation = Activation::kLeakyRelu; }},
+                      Variant{"tanh", [](Config& c) { c.activation = Activation::kTanh; }},
                       Variant{"batch_norm", [](Config& c) { c.batch_norm = true; }},
                       Variant{"dropout", [](Config& c) { c.dropout = 0.2; }},
-                      Variant{"mse", [](Config& c) { c.recon_loss = "mse"; }},
-                      Variant{"adamw", [](Config& c) { c.optimizer = "adamw"; c.weight_decay = 0.01; }},
+                      Variant{"mse", [](Config& c) { c.recon_loss = ReconLoss::kMse; }},
+                      Variant{"adamw", [](Config& c) { c.optimizer = Optimizer::kAdamW; c.weight_decay = 0.01; }},
                       Variant{"grad_clip", [](Config& c) { c.grad_clip = 1.0; }},
                       Variant{"latent_2", [](Config& c) { c.latent_dim = 2; }},
                       Variant{"latent_16", [](Config& c) { c.latent_dim = 16; }},

@@ -69,7 +69,9 @@ void add_train_options(cxxopts::Options& opts) {
   const Config defaults;
   for (const auto& f : config_fields()) {
     const bool is_switch = std::holds_alternative<bool Config::*>(f.member);
-    opts.add_options()(f.name, fmt::format("{} (default: {})", f.help, field_to_string(defaults, f)),
+    const auto choices = field_choices(f);
+    const std::string one_of = choices.empty() ? "" : fmt::format("{}; ", fmt::join(choices, " | "));
+    opts.add_options()(f.name, fmt::format("{} ({}default: {})", f.help, one_of, field_to_string(defaults, f)),
                        text_value(is_switch));
   }
 }
@@ -83,7 +85,7 @@ Config train_config(const cxxopts::ParseResult& r) {
   }
   validate(c);
   // Checked from the device type `auto` resolves to.
-  validate_for_device(c, c.device == "cuda" || (c.device == "auto" && cuda_usable()));
+  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()));
   return c;
 }
 
@@ -158,7 +160,7 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
   if (auto v = text(r, "iw-samples")) o.iw_samples = parse_int(*v, "--iw-samples");
   if (auto v = text(r, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
   if (auto v = text(r, "threads")) o.threads = parse_int(*v, "--threads");
-  o.device = text(r, "device").value_or(o.device);
+  if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, "eval");
   if (o.threads < 0) throw UsageError(fmt::format("--threads must be >= 0, got {}", o.threads));
   if (o.iw_samples < 0) throw UsageError(fmt::format("--iw-samples must be >= 0, got {}", o.iw_samples));
@@ -195,7 +197,7 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   o.out = text(r, "out").value_or(o.out);
   if (auto v = text(r, "seed")) o.seed = parse_int(*v, "--seed");
   if (auto v = text(r, "label")) o.label = parse_label(*v);
-  o.device = text(r, "device").value_or(o.device);
+  if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, "sample");
   if (o.n <= 0) throw UsageError(fmt::format("--n must be positive, got {}", o.n));
   return o;
@@ -234,7 +236,7 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
   if (auto v = text(r, "label")) o.label = parse_label(*v);
   if (auto v = text(r, "pairs")) o.pairs = parse_int(*v, "--pairs");
   if (auto v = text(r, "steps")) o.steps = parse_int(*v, "--steps");
-  o.device = text(r, "device").value_or(o.device);
+  if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, kind.c_str());
   for (const auto& [value, flag] : std::vector<std::pair<int64_t, std::string>>{
            {o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {

@@ -61,7 +61,7 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
                TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
                comm.name() == "nccl" ? " " + nccl_version() : "");
   spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
-               describe_architecture(c), parameters, c.precision, c.dataset + " " + resolved_data_dir(c), train_images, test_images,
+               describe_architecture(c), parameters, name_of(c.precision), name_of(c.dataset) + " " + resolved_data_dir(c), train_images, test_images,
                trainer.steps_per_epoch(), c.batch_size);
   spdlog::info("step: {}", trainer.step_description());
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
@@ -181,16 +181,16 @@ int eval_command(const EvalOptions& o, const World& w) {
   run_collectively(w, [&] {
     ckpt = std::make_unique<Checkpoint>(o.checkpoint, bytes, device);
     model = open_model(*ckpt, device);
-    if (o.iw_samples > 0 && ckpt->config().recon_loss == "mse") {
+    if (o.iw_samples > 0 && ckpt->config().recon_loss == ReconLoss::kMse) {
       throw UsageError(fmt::format("--iw-samples: {} was trained with --recon-loss mse, which is not a likelihood; "
                                    "the importance-weighted NLL needs a Bernoulli decoder (--recon-loss bce)",
                                    o.checkpoint));
     }
     test = load_dataset(data_config(ckpt->config(), o.data_dir, o.verify_md5), Split::kTest);
   });
-  auto comm = make_communicator(w, "auto", device, std::chrono::seconds(Config{}.comm_timeout));
+  auto comm = make_communicator(w, Backend::kAuto, device, std::chrono::seconds(Config{}.comm_timeout));
   const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
-  const bool binarize = ckpt->config().binarize == "dynamic";  // evaluate as the model was trained
+  const bool binarize = ckpt->config().binarize == Binarize::kDynamic;  // evaluate as the model was trained
   const EvalResult r = evaluate(model, test, seed, device, *comm, binarize);
   const double iw =
       o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize) : 0.0;

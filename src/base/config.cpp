@@ -4,6 +4,8 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -15,12 +17,12 @@ namespace vae {
 
 const std::vector<Field>& config_fields() {
   static const std::vector<Field> fields = {
-      {"dataset", &Config::dataset, "mnist | fashion-mnist (Debian's dataset-fashion-mnist)"},
+      {"dataset", &Config::dataset, "the dataset (fashion-mnist: Debian's dataset-fashion-mnist)"},
       {"data-dir", &Config::data_dir, "directory with the IDX files, raw or .gz (empty: data/mnist, or Debian's fashion-mnist)"},
       {"download", &Config::download, "fetch missing MNIST files from the public mirrors"},
       {"verify-md5", &Config::verify_md5, "check the MNIST files against their known md5"},
       {"train-limit", &Config::train_limit, "use only the first N training images (0 = all)"},
-      {"binarize", &Config::binarize, "none | dynamic (pixels resampled as Bernoulli(intensity) at each use)"},
+      {"binarize", &Config::binarize, "dynamic: pixels resampled as Bernoulli(intensity) at each use"},
       {"out-dir", &Config::out_dir, "where config, metrics, PNGs and checkpoints go"},
       {"log-every", &Config::log_every, "progress line every N steps (0 = none)"},
       {"sample-every", &Config::sample_every, "sample/reconstruction PNGs every N epochs (0 = none)"},
@@ -30,28 +32,28 @@ const std::vector<Field>& config_fields() {
       {"requeue", &Config::requeue, "under Slurm, requeue the job after a stop signal (SIGUSR1/SIGTERM) checkpoint"},
       {"hidden-dims", &Config::hidden_dims, "encoder hidden widths, comma list; decoder mirrors"},
       {"latent-dim", &Config::latent_dim, "size of the latent z"},
-      {"activation", &Config::activation, "relu | leaky_relu | tanh"},
+      {"activation", &Config::activation, "after every hidden layer"},
       {"batch-norm", &Config::batch_norm, "BatchNorm after each hidden Linear (statistics over the global batch)"},
       {"dropout", &Config::dropout, "dropout probability after each hidden activation"},
       {"conditional", &Config::conditional, "conditional VAE: one-hot label appended to encoder and decoder input"},
-      {"recon-loss", &Config::recon_loss, "bce (Bernoulli likelihood) | mse (squared error)"},
+      {"recon-loss", &Config::recon_loss, "bce: Bernoulli likelihood; mse: squared error"},
       {"epochs", &Config::epochs, "train through this epoch"},
       {"batch-size", &Config::batch_size, "global batch size (all ranks together)"},
       {"lr", &Config::lr, "learning rate"},
-      {"optimizer", &Config::optimizer, "adam | adamw"},
+      {"optimizer", &Config::optimizer, "adamw: decoupled weight decay"},
       {"weight-decay", &Config::weight_decay, "adam: L2 penalty in the gradient; adamw: decoupled weight decay"},
       {"grad-clip", &Config::grad_clip, "clip the global gradient norm to this value (0 = off)"},
       {"seed", &Config::seed, "seed of init, shuffling, noise and evaluation"},
       {"beta", &Config::beta, "weight of the KL term"},
-      {"kl-schedule", &Config::kl_schedule, "constant | linear | cyclical"},
+      {"kl-schedule", &Config::kl_schedule, "how beta grows: linear warm-up or cyclical ramps"},
       {"kl-warmup-epochs", &Config::kl_warmup_epochs, "linear: epochs to ramp beta from 0"},
       {"kl-cycles", &Config::kl_cycles, "cyclical: number of ramps over the run"},
       {"kl-ramp", &Config::kl_ramp, "cyclical: fraction of each cycle spent ramping"},
       {"threads", &Config::threads, "intra-op threads (0 = cores / local ranks)"},
       {"world", &Config::world, "number of processes, 0 = from the launcher (mpirun -np N)"},
-      {"device", &Config::device, "auto | cpu | cuda (rank r uses GPU local_rank)"},
-      {"precision", &Config::precision, "fp32 | bf16 | fp16 (CUDA): autocast, fp32 weights"},
-      {"backend", &Config::backend, "auto | nccl | mpi: gradient all-reduce backend"},
+      {"device", &Config::device, "rank r uses GPU local_rank"},
+      {"precision", &Config::precision, "autocast (fp16: CUDA only); weights stay fp32"},
+      {"backend", &Config::backend, "gradient all-reduce backend"},
       {"comm-timeout", &Config::comm_timeout, "seconds a collective may wait before the job is ended"},
       {"cpu-fast-path", &Config::cpu_fast_path, "CPU fp32: hand-written step on oneDNN (or ATen) GEMMs (false: libtorch autograd)"},
       {"profile", &Config::profile, "print per epoch where step time goes (data, forward, backward, all-reduce, optimizer)"},
@@ -142,7 +144,19 @@ std::string field_to_string(const Config& c, const Field& f) {
                  [&](int64_t Config::*m) { return std::to_string(c.*m); },
                  [&](double Config::*m) { return fmt::format("{}", c.*m); },
                  [&](bool Config::*m) { return std::string(c.*m ? "true" : "false"); },
-                 [&](std::vector<int64_t> Config::*m) { return join(c.*m); }},
+                 [&](std::vector<int64_t> Config::*m) { return join(c.*m); },
+                 [&](auto choice) { return name_of(c.*choice); }},
+      f.member);
+}
+
+std::vector<std::string> field_choices(const Field& f) {
+  return std::visit(
+      [](auto m) {
+        using T = std::remove_reference_t<decltype(std::declval<Config&>().*m)>;
+        std::vector<std::string> names;
+        if constexpr (std::is_enum_v<T>) names.assign(ChoiceNames<T>::names.begin(), ChoiceNames<T>::names.end());
+        return names;
+      },
       f.member);
 }
 
@@ -151,7 +165,11 @@ void field_from_string(Config& c, const Field& f, const std::string& text, const
                         [&](int64_t Config::*m) { c.*m = parse_int(text, where); },
                         [&](double Config::*m) { c.*m = parse_double(text, where); },
                         [&](bool Config::*m) { c.*m = parse_bool(text, where); },
-                        [&](std::vector<int64_t> Config::*m) { c.*m = parse_int_list(text, where); }},
+                        [&](std::vector<int64_t> Config::*m) { c.*m = parse_int_list(text, where); },
+                        [&](auto choice) {
+                          using E = std::remove_reference_t<decltype(c.*choice)>;
+                          c.*choice = parse_choice<E>(text, where);
+                        }},
              f.member);
 }
 
@@ -171,14 +189,6 @@ void require_non_negative(T value, const char* flag) {
   require(value >= 0, fmt::format("--{} must be >= 0, got {}", flag, value));
 }
 
-void require_one_of(const std::string& value, std::initializer_list<const char*> allowed, const char* flag) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (value == a) return;
-    list += (list.empty() ? "" : ", ") + std::string(a);
-  }
-  throw UsageError(fmt::format("--{} must be one of {}, got '{}'", flag, list, value));
-}
 
 }  // namespace
 
@@ -212,8 +222,7 @@ void validate(const Config& c) {
       require(is_utf8(c.**m), fmt::format("--{}: not valid UTF-8 text", f.name));
     }
   }
-  require_one_of(c.dataset, {"mnist", "fashion-mnist"}, "dataset");
-  require(!c.download || c.dataset == "mnist",
+  require(!c.download || c.dataset == DatasetKind::kMnist,
           "--download fetches MNIST only; Fashion-MNIST comes from Debian's dataset-fashion-mnist package");
   require(!c.out_dir.empty(), "--out-dir must not be empty");
   require_non_negative(c.train_limit, "train-limit");
@@ -227,10 +236,7 @@ void validate(const Config& c) {
     require(h > 0, fmt::format("--hidden-dims: every width must be positive, got {}", join(c.hidden_dims)));
   }
   require_positive(c.latent_dim, "latent-dim");
-  require_one_of(c.activation, {"relu", "leaky_relu", "tanh"}, "activation");
   require(c.dropout >= 0 && c.dropout < 1, fmt::format("--dropout must be in [0, 1), got {}", c.dropout));
-  require_one_of(c.recon_loss, {"bce", "mse"}, "recon-loss");
-  require_one_of(c.optimizer, {"adam", "adamw"}, "optimizer");
   require_non_negative(c.weight_decay, "weight-decay");
   require_non_negative(c.grad_clip, "grad-clip");
   require_positive(c.epochs, "epochs");
@@ -238,23 +244,18 @@ void validate(const Config& c) {
   require_positive(c.lr, "lr");
   require_non_negative(c.seed, "seed");
   require_non_negative(c.beta, "beta");
-  require_one_of(c.kl_schedule, {"constant", "linear", "cyclical"}, "kl-schedule");
   require_non_negative(c.kl_warmup_epochs, "kl-warmup-epochs");
   require_positive(c.kl_cycles, "kl-cycles");
   require(c.kl_ramp > 0 && c.kl_ramp <= 1, fmt::format("--kl-ramp must be in (0, 1], got {}", c.kl_ramp));
   require_non_negative(c.threads, "threads");
   require_non_negative(c.world, "world");
-  require_one_of(c.device, {"auto", "cpu", "cuda"}, "device");
-  require_one_of(c.binarize, {"none", "dynamic"}, "binarize");
-  require_one_of(c.precision, {"fp32", "bf16", "fp16"}, "precision");
-  require_one_of(c.backend, {"auto", "nccl", "mpi"}, "backend");
   require_positive(c.comm_timeout, "comm-timeout");
 }
 
 void validate_for_device(const Config& c, bool cuda) {
   if (cuda) return;
-  require(c.precision != "fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
-  require(c.backend != "nccl", "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
+  require(c.precision != Precision::kFP16, "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
 
 Config load_yaml_string(const std::string& text, const std::string& origin, Config base) {
@@ -305,7 +306,8 @@ std::string to_yaml(const Config& c) {
     out << YAML::Key << yaml_key(f) << YAML::Value;
     if (auto m = std::get_if<std::vector<int64_t> Config::*>(&f.member)) {
       out << YAML::Flow << c.**m;
-    } else if (std::holds_alternative<std::string Config::*>(f.member)) {
+    } else if (!std::holds_alternative<int64_t Config::*>(f.member) &&
+               !std::holds_alternative<double Config::*>(f.member) && !std::holds_alternative<bool Config::*>(f.member)) {
       out << YAML::DoubleQuoted << field_to_string(c, f);
     } else {
       out << field_to_string(c, f);
@@ -330,7 +332,7 @@ bool same_architecture(const Config& a, const Config& b) {
 
 std::string describe_architecture(const Config& c) {
   std::string text = fmt::format("784-{}-{}", fmt::join(c.hidden_dims, "-"), c.latent_dim);
-  if (c.activation != Config{}.activation) text += " " + c.activation;
+  if (c.activation != Config{}.activation) text += " " + name_of(c.activation);
   if (c.batch_norm) text += " batchnorm";
   if (c.conditional) text += " conditional";
   return text;
@@ -338,7 +340,7 @@ std::string describe_architecture(const Config& c) {
 
 std::string resolved_data_dir(const Config& c) {
   if (!c.data_dir.empty()) return c.data_dir;
-  return c.dataset == "fashion-mnist" ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
+  return c.dataset == DatasetKind::kFashionMnist ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
 }
 
 }  // namespace vae

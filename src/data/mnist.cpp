@@ -43,29 +43,29 @@ uint32_t big_endian_u32(const uint8_t* p) {
 }
 
 void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, const std::string& path,
-               const std::string& dataset) {
+               DatasetKind dataset) {
   const std::string got = md5_hex(bytes.data(), bytes.size());
   if (got != expected) {
     throw UsageError(fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the {} file; "
                                  "delete it and re-run setup, or pass --verify-md5=false)",
-                                 path, expected, got, dataset));
+                                 path, expected, got, name_of(dataset)));
   }
 }
 
 // `<dir>/<name>` if present, else `<dir>/<name>.gz`; throws naming both when neither exists.
-std::string where_to_get(const std::string& dataset) {
-  return dataset == "fashion-mnist" ? "install Debian's dataset-fashion-mnist package, or pass --data-dir"
+std::string where_to_get(DatasetKind dataset) {
+  return dataset == DatasetKind::kFashionMnist ? "install Debian's dataset-fashion-mnist package, or pass --data-dir"
                                     : "run ./launch/train to fetch MNIST, or pass --download";
 }
 
-std::string locate(const std::string& dir, const std::string& name, const std::string& dataset) {
+std::string locate(const std::string& dir, const std::string& name, DatasetKind dataset) {
   const std::string raw = dir + "/" + name;
   if (is_file(raw)) return raw;
   if (is_file(raw + ".gz")) return raw + ".gz";
   throw UsageError(fmt::format("--data-dir {}: missing {} (or {}.gz); {}", dir, name, name, where_to_get(dataset)));
 }
 
-torch::Tensor load_file(const std::string& dataset, const std::string& dir, Split split, bool labels,
+torch::Tensor load_file(DatasetKind dataset, const std::string& dir, Split split, bool labels,
                         bool verify_md5) {
   const std::string path = locate(dir, mnist_file_name(split, labels), dataset);
   const auto bytes = read_all(path);
@@ -137,15 +137,15 @@ std::string mnist_file_name(Split split, bool labels) {
   return labels ? fmt::format("{}-labels-idx1-ubyte", prefix) : fmt::format("{}-images-idx3-ubyte", prefix);
 }
 
-std::vector<std::string> class_names(const std::string& dataset) {
-  if (dataset == "fashion-mnist") {
+std::vector<std::string> class_names(DatasetKind dataset) {
+  if (dataset == DatasetKind::kFashionMnist) {
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
   }
   return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
 }
 
-std::string dataset_md5(const std::string& dataset, Split split, bool labels) {
-  if (dataset == "fashion-mnist") {
+std::string dataset_md5(DatasetKind dataset, Split split, bool labels) {
+  if (dataset == DatasetKind::kFashionMnist) {
     if (split == Split::kTrain) return labels ? "9018921c3c673c538a1fc5bad174d6f9" : "f4a8712d7a061bf5bd6d2ca38dc4d50a";
     return labels ? "15d484375f8d13e6eb1aabb0c3f46965" : "8181f5470baa50b63fa0f6fddb340f0a";
   }
@@ -154,14 +154,14 @@ std::string dataset_md5(const std::string& dataset, Split split, bool labels) {
 }
 
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit) {
-  return load_dataset("mnist", dir, split, verify_md5, limit);
+  return load_dataset(DatasetKind::kMnist, dir, split, verify_md5, limit);
 }
 
 Dataset load_dataset(const Config& c, Split split) {
   return load_dataset(c.dataset, resolved_data_dir(c), split, c.verify_md5, split == Split::kTrain ? c.train_limit : 0);
 }
 
-Dataset load_dataset(const std::string& dataset, const std::string& dir, Split split, bool verify_md5, int64_t limit) {
+Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, bool verify_md5, int64_t limit) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     throw UsageError(fmt::format("--data-dir {}: no such directory; {}", dir, where_to_get(dataset)));

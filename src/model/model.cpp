@@ -37,9 +37,9 @@ constexpr double kBatchNormEps = 1e-5;
 constexpr double kBatchNormMomentum = 0.1;
 constexpr double kLeakySlope = 0.01;  // PyTorch's default negative slope
 
-torch::nn::AnyModule activation(const std::string& name) {
-  if (name == "tanh") return torch::nn::AnyModule(torch::nn::Tanh());
-  if (name == "leaky_relu") {
+torch::nn::AnyModule activation(Activation kind) {
+  if (kind == Activation::kTanh) return torch::nn::AnyModule(torch::nn::Tanh());
+  if (kind == Activation::kLeakyRelu) {
     return torch::nn::AnyModule(torch::nn::LeakyReLU(torch::nn::LeakyReLUOptions().negative_slope(kLeakySlope)));
   }
   return torch::nn::AnyModule(torch::nn::ReLU());

@@ -38,12 +38,6 @@ void set_autocast_dtype(torch::DeviceType t, torch::ScalarType d) {
 
 }  // namespace
 
-Precision parse_precision(const std::string& name) {
-  if (name == "bf16") return Precision::kBF16;
-  if (name == "fp16") return Precision::kFP16;
-  return Precision::kFP32;
-}
-
 AutocastGuard::AutocastGuard(torch::Device device, Precision precision) : type_(device.type()) {
   if (precision == Precision::kFP32) return;
   active_ = true;

@@ -12,7 +12,7 @@ BatchMaker::BatchMaker(const Config& c, Dataset train, std::vector<int64_t> hidd
       batch_size_(c.batch_size),
       seed_(c.seed),
       latent_(c.latent_dim),
-      binarize_(c.binarize == "dynamic"),
+      binarize_(c.binarize == Binarize::kDynamic),
       conditional_(c.conditional),
       dropout_(c.dropout) {}
 

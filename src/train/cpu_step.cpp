@@ -50,7 +50,7 @@ torch::Tensor latent_backward(const torch::Tensor& dz, const torch::Tensor& stat
 }  // namespace
 
 bool CpuStep::supports(const ModelOptions& o) {
-  return o.activation == "relu" && !o.batch_norm && o.dropout == 0 && !o.conditional && o.recon_loss == "bce";
+  return o.activation == Activation::kRelu && !o.batch_norm && o.dropout == 0 && !o.conditional && o.recon_loss == ReconLoss::kBce;
 }
 
 CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_dim()) {

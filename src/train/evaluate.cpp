@@ -26,7 +26,7 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
     if (binarize) x = binarize_images(x, shard_rows(torch::arange(start, start + rows), rank, world), seed);
     const ForwardExtras labels{shard_rows(data.labels.slice(/*dim=*/0, start, start + rows), rank, world)};
     auto out = model->forward(x, shard_rows(eps, rank, world).to(device), labels);
-    auto terms = loss_terms(out.logits, x, out.mu, out.logvar, model->options().recon_loss == "mse");
+    auto terms = loss_terms(out.logits, x, out.mu, out.logvar, model->options().recon_loss == ReconLoss::kMse);
     sums[0] += terms.bce.to(torch::kFloat64).sum();
     sums[1] += terms.kld.to(torch::kFloat64).sum();
   }

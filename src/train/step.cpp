@@ -61,7 +61,7 @@ class CpuFastStep final : public Step {
 // Why the CPU fast path does not run this configuration ("" when it does).
 std::string why_not_fast(const Config& c, const ModelOptions& o, torch::Device device, Precision precision) {
   if (!device.is_cpu()) return "device " + device.str();
-  if (precision != Precision::kFP32) return "--precision " + c.precision;
+  if (precision != Precision::kFP32) return "--precision " + name_of(c.precision);
   if (!c.cpu_fast_path) return "--cpu-fast-path false";
   if (!CpuStep::supports(o)) return "a model variant the fast path does not implement";
   return "";
@@ -75,7 +75,7 @@ StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precis
   if (why.empty()) {
     return {std::make_unique<CpuFastStep>(model, profiler), fmt::format("CPU fast path ({} GEMMs)", cpu::gemm_library())};
   }
-  return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == "mse", scaler, profiler),
+  return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == ReconLoss::kMse, scaler, profiler),
           fmt::format("autograd ({})", why)};
 }
 

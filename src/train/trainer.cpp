@@ -40,7 +40,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
       test_{test.images.to(device), test.labels.to(device)},
       device_(device),
       comm_(comm),
-      precision_(parse_precision(config_.precision)),
+      precision_(config_.precision),
       scaler_(precision_ == Precision::kFP16, device),
       profiler_(config_.profile, device),
       schedule_(config_, steps_per_epoch()) {  // uses config_ and train_, initialised above
@@ -52,7 +52,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   AdamOptions adam;
   adam.lr = config_.lr;
   adam.weight_decay = config_.weight_decay;
-  adam.decoupled = config_.optimizer == "adamw";
+  adam.decoupled = config_.optimizer == Optimizer::kAdamW;
   adam_ = std::make_unique<FlatAdam>(model_->parameters(), grads_->grads(), adam);
   batches_ = std::make_unique<BatchMaker>(config_, train_, model_->hidden_widths(), device_);
   step_ = choose_step(config_, model_, device_, precision_, scaler_, profiler_);
@@ -264,7 +264,7 @@ RunEnd Trainer::run() {
                    progress_.step_in_epoch, steps_per_epoch());
       return RunEnd::kStopped;
     }
-    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_, config_.binarize == "dynamic");
+    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_, config_.binarize == Binarize::kDynamic);
     check_replicas(fmt::format("after epoch {}", epoch));
     outputs_->end_epoch(epoch, train, test);
     // A signal that arrived during evaluation or saving: every rank agrees, the epoch is saved.

@@ -21,7 +21,7 @@ struct EvalOptions {
   int64_t iw_samples = 0;                      // > 0: also the importance-weighted NLL with K samples
   bool verify_md5 = Config{}.verify_md5;
   int64_t threads = Config{}.threads;
-  std::string device = Config{}.device;
+  DeviceKind device = Config{}.device;
 };
 // Collective: ranks evaluate shards of the test set; rank 0 prints.
 int eval_command(const EvalOptions& options, const World& world);
@@ -32,7 +32,7 @@ struct SampleOptions {
   std::string out = "samples.png"; // PNG path
   int64_t seed = -1;               // z seed; -1 = the checkpoint's training seed
   int64_t label = -1;              // conditional model: draw this class (-1: classes 0..9 in turn)
-  std::string device = Config{}.device;
+  DeviceKind device = Config{}.device;
 };
 int sample_command(const SampleOptions& options);
 
@@ -47,7 +47,7 @@ struct PictureOptions {
   int64_t label = 0;          // manifold of a conditional model: the class drawn
   int64_t pairs = 8;          // interpolate: rows
   int64_t steps = 10;         // interpolate: decoded points per row
-  std::string device = Config{}.device;
+  DeviceKind device = Config{}.device;
 };
 int picture_command(const PictureOptions& options);
 

@@ -14,7 +14,7 @@ bool cuda_usable();
 // auto -> cuda when cuda_usable(), else cpu. A CUDA device is GPU `local_rank` (one rank
 // per GPU). Throws UsageError for --device cuda without a usable GPU, or with more ranks
 // on the node than GPUs.
-torch::Device resolve_device(const std::string& device, int local_rank = 0);
+torch::Device resolve_device(DeviceKind device, int local_rank = 0);
 
 // Sets libtorch's intra-op threads (and OpenMP's, which OpenBLAS follows) to `threads`,
 // or to cores / local_ranks when threads == 0. Returns the number set.

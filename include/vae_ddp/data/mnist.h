@@ -35,10 +35,10 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
 std::string mnist_file_name(Split split, bool labels);
 // The names of the 10 classes of `dataset`: "0".."9" for MNIST, the garments for Fashion-MNIST.
-std::vector<std::string> class_names(const std::string& dataset);
+std::vector<std::string> class_names(DatasetKind dataset);
 
 // The md5 of the uncompressed canonical file of `dataset` (mnist | fashion-mnist).
-std::string dataset_md5(const std::string& dataset, Split split, bool labels);
+std::string dataset_md5(DatasetKind dataset, Split split, bool labels);
 
 // Dynamic binarization (--binarize dynamic): each pixel becomes 1 with probability equal
 // to its intensity. `binarize_batch` draws for all rows [rows, 784] from one generator
@@ -53,7 +53,7 @@ torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& 
 // `limit` images. Throws UsageError naming the directory or file on any problem.
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
 // The same for `dataset` (mnist | fashion-mnist: the same file names and format).
-Dataset load_dataset(const std::string& dataset, const std::string& dir, Split split, bool verify_md5,
+Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, bool verify_md5,
                      int64_t limit = 0);
 // The configured dataset from resolved_data_dir(c); --train-limit applies to the train split.
 Dataset load_dataset(const Config& c, Split split);

@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/base/config.h"  // Backend
 #include "vae_ddp/base/reducer.h"
 #include "vae_ddp/dist/world.h"
 
@@ -35,11 +36,11 @@ class Communicator : public SumReducer {
   World world_;
 };
 
-// `backend` as validated: auto | nccl | mpi. auto picks NCCL for a CUDA device, MPI for
+// `backend`: auto picks NCCL for a CUDA device, MPI for
 // CPU, and "local" when the world is one process without a launcher (NCCL with world 1
 // still builds a real NCCL communicator when asked for by name). Throws UsageError when
 // the backend does not fit the device or is not in this build.
-std::unique_ptr<Communicator> make_communicator(const World& w, const std::string& backend, torch::Device device,
+std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend, torch::Device device,
                                                 std::chrono::seconds timeout);
 
 // True when this binary was built with the NCCL backend.

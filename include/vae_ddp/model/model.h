@@ -23,11 +23,11 @@ constexpr int64_t kEvalBatch = 1000;
 struct ModelOptions {
   std::vector<int64_t> hidden_dims;
   int64_t latent_dim;
-  std::string activation;  // relu | leaky_relu | tanh
+  Activation activation;   // after every hidden layer
   bool batch_norm;         // BatchNorm1d after each hidden Linear (statistics of the global batch)
   double dropout;          // drop probability after each hidden activation (masks come from the caller)
   bool conditional;        // a one-hot label is appended to the encoder's and the decoder's input
-  std::string recon_loss;  // bce (Bernoulli decoder) | mse (squared error of sigmoid(logits))
+  ReconLoss recon_loss;    // bce: Bernoulli decoder; mse: squared error of sigmoid(logits)
 };
 ModelOptions model_options(const Config& c);
 

@@ -7,12 +7,9 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/base/config.h"  // Precision
+
 namespace vae {
-
-enum class Precision { kFP32, kBF16, kFP16 };
-
-// "fp32" | "bf16" | "fp16" (as validated by Config).
-Precision parse_precision(const std::string& name);
 
 // While alive, ops on `device`'s type run under autocast in the precision's dtype
 // (nothing happens for fp32). Works with libtorch 1.13 and 2.x. The outermost guard

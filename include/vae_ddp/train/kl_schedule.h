@@ -21,7 +21,7 @@ class KLSchedule {
   double at(int64_t global_step) const;
 
  private:
-  std::string kind_;
+  KLScheduleKind kind_;
   double beta_, warmup_epochs_, ramp_;
   int64_t cycles_, steps_per_epoch_, total_steps_;
 };
