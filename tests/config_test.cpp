@@ -1,10 +1,14 @@
 #include "vae_ddp/base/config.h"
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+#include "vae_ddp/app/cli.h"
 #include "vae_ddp/base/errors.h"
 
 namespace vae {
@@ -154,3 +158,27 @@ TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
 
 }  // namespace
 }  // namespace vae
+
+// The README's option table is option_table_markdown()'s output, between two markers:
+// each option's description is written once, in config_fields(). To bring the README up
+// to date: VAE_UPDATE_README=1 build/tests/config_test --gtest_filter='*OptionTable*'
+TEST(ReadmeTest, OptionTableIsMadeFromTheFields) {
+  const std::string begin = "<!-- option table: made from config_fields() by tests/config_test -->\n";
+  const std::string end = "<!-- end of option table -->";
+  std::ifstream in(VAE_DDP_README);
+  ASSERT_TRUE(in) << VAE_DDP_README;
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string readme = text.str();
+  const size_t from = readme.find(begin), to = readme.find(end);
+  ASSERT_NE(from, std::string::npos) << "README.md lacks the marker " << begin;
+  ASSERT_NE(to, std::string::npos) << "README.md lacks the marker " << end;
+  const size_t start = from + begin.size();
+  const std::string table = vae::option_table_markdown();
+  if (std::getenv("VAE_UPDATE_README")) {
+    std::ofstream(VAE_DDP_README) << readme.replace(start, to - start, table);
+    GTEST_SKIP() << "rewrote README.md's option table";
+  }
+  EXPECT_EQ(readme.substr(start, to - start), table)
+      << "README.md's option table differs from the options' descriptions: rerun this test with VAE_UPDATE_README=1";
+}

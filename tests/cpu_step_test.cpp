@@ -37,7 +37,7 @@ class CpuStepTest : public ::testing::TestWithParam<std::vector<int64_t>> {};
 TEST_P(CpuStepTest, GradientsMatchAutograd) {
   torch::manual_seed(1);
   VAE model(GetParam(), /*latent_dim=*/6);
-  GradBuffer buffer(model->parameters());
+  FlatParameters buffer(model->parameters());
   const int64_t rows = 19, global = 40;  // a shard of a larger global batch
   const double beta = 0.7;
   auto x = torch::rand({rows, kImagePixels});
@@ -48,7 +48,7 @@ TEST_P(CpuStepTest, GradientsMatchAutograd) {
   objective(terms, beta, global).backward();
   const auto autograd = buffer.grads().clone();
 
-  buffer.zero();
+  buffer.zero_grads();
   CpuStep step(model);
   const LossTerms fast = step.run(x, eps, beta, global);
   EXPECT_TRUE(torch::allclose(fast.bce, terms.bce.detach(), 1e-5, 1e-3));

@@ -58,9 +58,9 @@ TEST(ShardTest, RankTakesEveryWorldthRowOfTheGlobalBatch) {
   EXPECT_EQ(shard_size(10, 2, 3), 3);
 }
 
-class GradBufferTest : public ::testing::Test {
+class FlatParametersTest : public ::testing::Test {
  protected:
-  GradBufferTest() : model_(std::vector<int64_t>{16}, 3) {}
+  FlatParametersTest() : model_(std::vector<int64_t>{16}, 3) {}
   torch::Tensor Loss() {
     torch::manual_seed(3);
     auto x = torch::rand({5, kImagePixels});
@@ -70,8 +70,8 @@ class GradBufferTest : public ::testing::Test {
   VAE model_;
 };
 
-TEST_F(GradBufferTest, GradientsAreViewsIntoOneBuffer) {
-  GradBuffer buffer(model_->parameters());
+TEST_F(FlatParametersTest, GradientsAreViewsIntoOneBuffer) {
+  FlatParameters buffer(model_->parameters());
   Loss().backward();
   int64_t offset = 0;
   for (const auto& p : model_->parameters()) {
@@ -83,27 +83,41 @@ TEST_F(GradBufferTest, GradientsAreViewsIntoOneBuffer) {
   EXPECT_GT(buffer.grads().abs().sum().item<float>(), 0);
 }
 
-TEST_F(GradBufferTest, BufferHoldsTheSameGradientsAsPlainAutograd) {
+TEST_F(FlatParametersTest, ParametersAreViewsIntoOneBufferWithTheirValues) {
+  std::vector<torch::Tensor> before;
+  for (const auto& p : model_->parameters()) before.push_back(p.detach().clone().reshape({-1}));
+  FlatParameters storage(model_->parameters());
+  EXPECT_TRUE(torch::equal(storage.params(), torch::cat(before)));
+  int64_t offset = 0;
+  for (const auto& p : model_->parameters()) {
+    EXPECT_EQ(p.data_ptr<float>(), storage.params().data_ptr<float>() + offset) << "parameter copied out of the buffer";
+    offset += p.numel();
+  }
+  storage.params().fill_(0.5);  // what FlatAdam's update does: the module sees it
+  for (const auto& p : model_->parameters()) EXPECT_TRUE(torch::all(p == 0.5).item<bool>());
+}
+
+TEST_F(FlatParametersTest, BufferHoldsTheSameGradientsAsPlainAutograd) {
   Loss().backward();
   std::vector<torch::Tensor> plain;
   for (const auto& p : model_->parameters()) plain.push_back(p.grad().clone().reshape({-1}));
   for (auto& p : model_->parameters()) p.mutable_grad() = torch::Tensor();
-  GradBuffer buffer(model_->parameters());
+  FlatParameters buffer(model_->parameters());
   Loss().backward();
   EXPECT_TRUE(torch::equal(buffer.grads(), torch::cat(plain)));
-  buffer.zero();
+  buffer.zero_grads();
   Loss().backward();  // zeroing keeps the views attached: no accumulation from before
   EXPECT_TRUE(torch::equal(buffer.grads(), torch::cat(plain)));
 }
 
-TEST_F(GradBufferTest, ControlSlotsFollowTheGradients) {
-  GradBuffer buffer(model_->parameters());
-  buffer.slot(GradBuffer::kNextBeta).fill_(0.25);
-  EXPECT_EQ(buffer.flat()[buffer.numel() + GradBuffer::kNextBeta].item<float>(), 0.25f);
+TEST_F(FlatParametersTest, ControlSlotsFollowTheGradients) {
+  FlatParameters buffer(model_->parameters());
+  buffer.slot(FlatParameters::kNextBeta).fill_(0.25);
+  EXPECT_EQ(buffer.flat()[buffer.numel() + FlatParameters::kNextBeta].item<float>(), 0.25f);
   EXPECT_EQ(buffer.grads().abs().sum().item<float>(), 0.0f);
 }
 
-TEST_F(GradBufferTest, ChecksumSeesOneBitAndASwap) {
+TEST_F(FlatParametersTest, ChecksumSeesOneBitAndASwap) {
   auto params = model_->parameters();
   const int64_t base = parameter_checksum(params);
   EXPECT_EQ(base, parameter_checksum(params));

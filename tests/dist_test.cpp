@@ -124,22 +124,22 @@ TEST_F(DistTest, InfOnOneRankSkipsTheStepOnEveryRank) {
   auto comm = Comm("mpi");
   torch::manual_seed(1);
   VAE model(std::vector<int64_t>{8}, 2);
-  GradBuffer buffer(model->parameters());
+  FlatParameters buffer(model->parameters());
   LossScaler scaler(/*enabled=*/true, torch::kCPU);
   buffer.grads().fill_(1.0);
   if (rank() == size() - 1) buffer.grads()[17] = std::numeric_limits<float>::infinity();
-  buffer.slot(GradBuffer::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
+  buffer.slot(FlatParameters::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
   comm->allreduce_sum(buffer.flat());
   auto g = buffer.grads();
-  EXPECT_TRUE(scaler.unscale_and_update(g, buffer.slot(GradBuffer::kFoundInf)));
+  EXPECT_TRUE(scaler.unscale_and_update(g, buffer.slot(FlatParameters::kFoundInf)));
   EXPECT_EQ(scaler.state().scale, 32768.0);
   // And a clean step afterwards goes through everywhere.
-  buffer.zero();
+  buffer.zero_grads();
   buffer.grads().fill_(1.0);
-  buffer.slot(GradBuffer::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
+  buffer.slot(FlatParameters::kFoundInf).copy_(scaler.non_finite(buffer.grads()));
   comm->allreduce_sum(buffer.flat());
   g = buffer.grads();
-  EXPECT_FALSE(scaler.unscale_and_update(g, buffer.slot(GradBuffer::kFoundInf)));
+  EXPECT_FALSE(scaler.unscale_and_update(g, buffer.slot(FlatParameters::kFoundInf)));
   EXPECT_FLOAT_EQ(g[0].item<float>(), size() / 32768.0f);
 }
 

@@ -122,13 +122,13 @@ double AdamDifference(bool decoupled, const Options& ref_options, double weight_
   torch::manual_seed(5);
   auto w0 = torch::randn({37});
   auto ours = w0.clone().requires_grad_(), theirs = w0.clone().requires_grad_();
-  auto grads = torch::zeros({37});
-  ours.mutable_grad() = grads;
+  FlatParameters storage({ours});
+  auto grads = storage.grads();
   AdamOptions options;
   options.lr = 0.01;
   options.weight_decay = weight_decay;
   options.decoupled = decoupled;
-  FlatAdam flat({ours}, grads, options);
+  FlatAdam flat(storage.params(), grads, options);
   Reference reference({theirs}, ref_options);
   for (int step = 0; step < 5; ++step) {
     auto g = torch::randn({37});

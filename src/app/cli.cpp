@@ -63,6 +63,20 @@ void require_checkpoint(const std::string& path, const char* command) {
   if (path.empty()) throw UsageError(fmt::format("{}: --checkpoint PATH is required", command));
 }
 
+// A field's description as the terminal shows it: the Markdown marks (` and **) left out.
+std::string plain_text(const std::string& markdown) {
+  std::string out;
+  for (size_t i = 0; i < markdown.size(); ++i) {
+    if (markdown[i] == '`') continue;
+    if (markdown.compare(i, 2, "**") == 0) {
+      ++i;
+      continue;
+    }
+    out += markdown[i];
+  }
+  return out;
+}
+
 // Every training option: --config and one flag per Config field, with its default.
 void add_train_options(cxxopts::Options& opts) {
   opts.add_options()("h,help", "show this help")("config", "YAML file of options (flags override it)", text_value());
@@ -71,7 +85,8 @@ void add_train_options(cxxopts::Options& opts) {
     const bool is_switch = std::holds_alternative<bool Config::*>(f.member);
     const auto choices = field_choices(f);
     const std::string one_of = choices.empty() ? "" : fmt::format("{}; ", fmt::join(choices, " | "));
-    opts.add_options()(f.name, fmt::format("{} ({}default: {})", f.help, one_of, field_to_string(defaults, f)),
+    opts.add_options()(f.name,
+                       fmt::format("{} ({}default: {})", plain_text(f.help), one_of, field_to_string(defaults, f)),
                        text_value(is_switch));
   }
 }
@@ -325,6 +340,16 @@ void report_before_mpi(const std::string& line) {
 }
 
 }  // namespace
+
+std::string option_table_markdown() {
+  std::string table = "| option | default | meaning |\n|---|---|---|\n";
+  const Config defaults;
+  for (const auto& f : config_fields()) {
+    const std::string value = field_to_string(defaults, f);
+    table += fmt::format("| `--{}` | {} | {} |\n", f.name, value.empty() ? "(empty)" : "`" + value + "`", f.help);
+  }
+  return table;
+}
 
 int run_cli(int argc, char** argv) {
   // `vae_ddp eval ...` -> command "eval" and the rest; no command word means train.

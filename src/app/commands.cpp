@@ -25,6 +25,7 @@
 #include "vae_ddp/base/stop_signal.h"
 #include "vae_ddp/app/runtime.h"
 #include "vae_ddp/io/files.h"
+#include "vae_ddp/io/json.h"
 #include "vae_ddp/train/trainer.h"
 
 namespace vae {
@@ -196,10 +197,11 @@ int eval_command(const EvalOptions& o, const World& w) {
       o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize) : 0.0;
   if (w.rank != 0) return kExitOk;
   if (o.json) {
-    fmt::print("{{\"checkpoint\": \"{}\", \"epoch\": {}, \"seed\": {}, \"images\": {}, \"test_loss\": {:.17g}, "
-               "\"test_bce\": {:.17g}, \"test_kld\": {:.17g}{}}}\n",
-               o.checkpoint, ckpt->progress().epoch, seed, r.images, r.loss, r.bce, r.kld,
-               o.iw_samples > 0 ? fmt::format(", \"iw_samples\": {}, \"iw_nll\": {:.17g}", o.iw_samples, iw) : "");
+    JsonObject json;
+    json.add("checkpoint", o.checkpoint).add("epoch", ckpt->progress().epoch).add("seed", seed);
+    json.add("images", r.images).add("test_loss", r.loss).add("test_bce", r.bce).add("test_kld", r.kld);
+    if (o.iw_samples > 0) json.add("iw_samples", o.iw_samples).add("iw_nll", iw);
+    fmt::print("{}\n", json.str());
   } else {
     fmt::print("{} (epoch {}): test loss {:.4f} nats/image (bce {:.4f}, kld {:.4f}) over {} images, seed {}\n",
                o.checkpoint, ckpt->progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
@@ -267,16 +269,17 @@ int trace_command(const Config& c, int64_t steps, const std::string& out_dir) {
     write_npy(fmt::format("{}/init.{}.npy", out_dir, p.key()), p.value());
   }
   const auto records = trainer.trace(steps);
-  std::string json = fmt::format("{{\"data_dir\": \"{}\", \"config\": {{\"hidden\": [{}], \"latent\": {}, \"lr\": {}}}, "
-                                 "\"steps\": [",
-                                 std::filesystem::absolute(resolved_data_dir(c)).string(), fmt::join(c.hidden_dims, ", "),
-                                 c.latent_dim, c.lr);
+  std::vector<JsonObject> steps_json;
   for (size_t k = 0; k < records.size(); ++k) {
     write_npy(fmt::format("{}/step{:03d}.idx.npy", out_dir, k), records[k].indices);
     write_npy(fmt::format("{}/step{:03d}.eps.npy", out_dir, k), records[k].eps);
-    json += fmt::format("{}{{\"beta\": {:.17g}, \"loss\": {:.17g}}}", k ? ", " : "", records[k].beta, records[k].loss);
+    steps_json.push_back(JsonObject().add("beta", records[k].beta).add("loss", records[k].loss));
   }
-  write_file_atomic(out_dir + "/trace.json", json + "]}\n");
+  JsonObject json;
+  json.add("data_dir", std::filesystem::absolute(resolved_data_dir(c)).string());
+  json.add("config", JsonObject().add("hidden", c.hidden_dims).add("latent", c.latent_dim).add("lr", c.lr));
+  json.add("steps", steps_json);
+  write_file_atomic(out_dir + "/trace.json", json.str() + "\n");
   fmt::print("wrote {} steps to {}\n", records.size(), out_dir);
   return kExitOk;
 }
@@ -344,29 +347,30 @@ int inspect_command(const std::string& checkpoint) {
   const Checkpoint ckpt(checkpoint, torch::kCPU);
   // Through the same restore paths as a resumed run: model, Adam, generator, progress.
   VAE model = open_model(ckpt, torch::kCPU);
-  const auto params = model->parameters();
-  int64_t n = 0;
-  for (const auto& p : params) n += p.numel();
-  FlatAdam adam(params, torch::zeros({n}), AdamOptions{});
+  FlatParameters flat(model->parameters());
+  FlatAdam adam(flat.params(), flat.grads(), AdamOptions{});
   ckpt.restore_optimizer(adam);
   ckpt.restore_rng();
   const TrainProgress& pr = ckpt.progress();
-  std::vector<std::string> tensors;
+  JsonObject json;
+  json.add("checkpoint", checkpoint).add("architecture", describe_architecture(ckpt.config()));
+  json.add("epoch", pr.epoch).add("global_step", pr.global_step).add("step_in_epoch", pr.step_in_epoch);
+  json.add("adam_step", adam.steps()).add("loss_scale", pr.scaler.scale);
+  json.add("scale_growth_tracker", pr.scaler.growth_tracker);
+  json.add("partial_sums", std::vector<double>(pr.partial_sums.begin(), pr.partial_sums.end()));
+  json.add("partial_seconds", pr.partial_seconds);
   auto add = [&](const std::string& name, const torch::Tensor& t) {
-    tensors.push_back(fmt::format("  \"{}\": {{\"dtype\": \"{}\", \"shape\": [{}], \"sha256\": \"{}\"}}", name,
-                                  c10::toString(t.scalar_type()), fmt::join(t.sizes(), ", "), tensor_sha256(t)));
+    json.add(name, JsonObject()
+                       .add("dtype", std::string(c10::toString(t.scalar_type())))
+                       .add("shape", t.sizes().vec())
+                       .add("sha256", tensor_sha256(t)));
   };
   for (const auto& p : model->named_parameters()) add("model." + p.key(), p.value());
   for (const auto& b : model->named_buffers()) add("model." + b.key(), b.value());
   add("adam.exp_avg", adam.exp_avg());
   add("adam.exp_avg_sq", adam.exp_avg_sq());
   add("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
-  fmt::print("{{\n  \"checkpoint\": \"{}\",\n  \"architecture\": \"{}\",\n  \"epoch\": {},\n  \"global_step\": {},\n"
-             "  \"step_in_epoch\": {},\n  \"adam_step\": {},\n  \"loss_scale\": {},\n  \"scale_growth_tracker\": {},\n"
-             "  \"partial_sums\": [{}],\n  \"partial_seconds\": {},\n{}\n}}\n",
-             checkpoint, describe_architecture(ckpt.config()), pr.epoch, pr.global_step, pr.step_in_epoch,
-             adam.steps(), pr.scaler.scale, pr.scaler.growth_tracker, fmt::join(pr.partial_sums, ", "),
-             pr.partial_seconds, fmt::join(tensors, ",\n"));
+  fmt::print("{}\n", json.str(/*multiline=*/true));
   return kExitOk;
 }
 

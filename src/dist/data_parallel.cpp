@@ -17,16 +17,24 @@ torch::Tensor shard_rows(const torch::Tensor& global, int rank, int world) {
 
 int64_t shard_size(int64_t rows, int rank, int world) { return rank < rows ? (rows - rank + world - 1) / world : 0; }
 
-GradBuffer::GradBuffer(const std::vector<torch::Tensor>& params) {
-  for (const auto& p : params) numel_ += p.numel();
-  TORCH_CHECK(!params.empty(), "GradBuffer: no parameters");
-  flat_ = torch::zeros({numel_ + kSlots}, params.front().options().requires_grad(false));
+FlatParameters::FlatParameters(const std::vector<torch::Tensor>& params) {
+  TORCH_CHECK(!params.empty(), "FlatParameters: no parameters");
+  for (const auto& p : params) {
+    TORCH_CHECK(p.is_contiguous() && p.scalar_type() == torch::kFloat32, "FlatParameters: parameters must be fp32");
+    numel_ += p.numel();
+  }
+  const auto options = params.front().options().requires_grad(false);
+  params_ = torch::empty({numel_}, options);
+  grads_and_slots_ = torch::zeros({numel_ + kSlots}, options);
+  torch::NoGradGuard no_grad;
   int64_t offset = 0;
   for (const auto& p : params) {
-    TORCH_CHECK(p.is_contiguous() && p.scalar_type() == torch::kFloat32, "GradBuffer: parameters must be fp32");
-    auto view = flat_.slice(/*dim=*/0, offset, offset + p.numel()).view(p.sizes());
+    auto value = params_.slice(/*dim=*/0, offset, offset + p.numel()).view(p.sizes());
+    value.copy_(p);
+    auto& param = const_cast<torch::Tensor&>(p);
+    param.set_data(value);
     // Autograd accumulates into a defined .grad() in place, so gradients land here.
-    const_cast<torch::Tensor&>(p).mutable_grad() = view;
+    param.mutable_grad() = grads_and_slots_.slice(/*dim=*/0, offset, offset + p.numel()).view(p.sizes());
     offset += p.numel();
   }
 }

@@ -23,22 +23,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void adam_cpu(float
 
 }  // namespace
 
-FlatAdam::FlatAdam(std::vector<torch::Tensor> params, torch::Tensor flat_grads, AdamOptions options)
-    : options_(options), params_(std::move(params)), flat_grads_(std::move(flat_grads)) {
-  int64_t n = 0;
-  for (const auto& p : params_) n += p.numel();
-  TORCH_CHECK(n == flat_grads_.numel(), "FlatAdam: gradient buffer size does not match the parameters");
-  flat_params_ = torch::empty({n}, flat_grads_.options());
-  exp_avg_ = torch::zeros({n}, flat_grads_.options());
-  exp_avg_sq_ = torch::zeros({n}, flat_grads_.options());
-  torch::NoGradGuard no_grad;
-  int64_t offset = 0;
-  for (auto& p : params_) {
-    auto view = flat_params_.narrow(/*dim=*/0, offset, p.numel()).view(p.sizes());
-    view.copy_(p);
-    p.set_data(view);
-    offset += p.numel();
-  }
+FlatAdam::FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions options)
+    : options_(options),
+      flat_params_(std::move(params)),
+      flat_grads_(std::move(grads)),
+      exp_avg_(torch::zeros_like(flat_params_)),
+      exp_avg_sq_(torch::zeros_like(flat_params_)) {
+  TORCH_CHECK(flat_params_.dim() == 1 && flat_params_.sizes() == flat_grads_.sizes(),
+              "FlatAdam: parameters and gradients must be flat buffers of one size");
 }
 
 void FlatAdam::load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps) {

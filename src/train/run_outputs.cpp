@@ -28,7 +28,6 @@ RunOutputs::RunOutputs(bool writer, const Config& c, VAE& model, const FlatAdam&
     : writer_(writer), config_(c), model_(model), adam_(adam), progress_(progress), test_(test) {
   auto gen = make_generator(c.seed, Stream::kSample);
   sample_z_ = torch::randn({kSampleCount, c.latent_dim}, gen, torch::kFloat32).to(test.images.device());
-  bar_ = std::make_unique<ProgressBar>(false, 0, 0, 0);
 }
 
 void RunOutputs::begin_run(bool training) {
@@ -39,7 +38,8 @@ void RunOutputs::begin_run(bool training) {
 
 void RunOutputs::begin_epoch(int64_t epoch, int64_t images) {
   epoch_images_ = images;
-  bar_ = std::make_unique<ProgressBar>(writer_ && stdout_is_terminal(), epoch, config_.epochs, images);
+  bar_.reset();
+  if (writer_ && stdout_is_terminal()) bar_ = std::make_unique<ProgressBar>(true, epoch, config_.epochs, images);
 }
 
 void RunOutputs::log_step(int64_t epoch, int64_t done_images, int64_t global_step, const StepLosses& l) {
@@ -49,7 +49,7 @@ void RunOutputs::log_step(int64_t epoch, int64_t done_images, int64_t global_ste
       tb_->scalar(tag, v, global_step);
     }
   }
-  if (bar_->enabled()) return;  // on a terminal the bar shows progress instead
+  if (bar_) return;  // on a terminal the bar shows progress instead
   spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  bce {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch, done_images,
                epoch_images_, 100.0 * done_images / epoch_images_, l.loss, l.bce, l.kld, l.beta);
 }

@@ -48,12 +48,12 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   model_ = VAE(model_options(config_));
   model_->to(device_);
   model_->set_communicator(&comm_);  // BatchNorm statistics over the global batch
-  grads_ = std::make_unique<GradBuffer>(model_->parameters());
+  flat_ = std::make_unique<FlatParameters>(model_->parameters());
   AdamOptions adam;
   adam.lr = config_.lr;
   adam.weight_decay = config_.weight_decay;
   adam.decoupled = config_.optimizer == Optimizer::kAdamW;
-  adam_ = std::make_unique<FlatAdam>(model_->parameters(), grads_->grads(), adam);
+  adam_ = std::make_unique<FlatAdam>(flat_->params(), flat_->grads(), adam);
   batches_ = std::make_unique<BatchMaker>(config_, train_, model_->hidden_widths(), device_);
   step_ = choose_step(config_, model_, device_, precision_, scaler_, profiler_);
   broadcast_parameters(model_->parameters(), comm_);
@@ -61,7 +61,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
 }
 
 int64_t Trainer::steps_per_epoch() const {
-  return (train_.size() + config_.batch_size - 1) / config_.batch_size;
+  return vae::steps_per_epoch(train_.size(), config_.batch_size);
 }
 
 void Trainer::resume_from(const Checkpoint& ckpt) {
@@ -102,12 +102,12 @@ Batch Trainer::make_batch(int64_t step) {
 
 bool Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
   const Batch batch = make_batch(step);
-  grads_->zero();
+  flat_->zero_grads();
   // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
   if (batch.rows() > 0 || config_.batch_norm) {
     const StepResult r = step_.step->run(batch, beta_);
     if (precision_ != Precision::kFP16) {
-      grads_->slot(GradBuffer::kNonFinite).copy_(r.loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1}));
+      flat_->slot(FlatParameters::kNonFinite).copy_(r.loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1}));
     }
     if (record) *record = {batch.indices.clone(), batch.eps.clone(), beta_.item<double>(), r.loss.item<double>()};
     add_sums(acc, r, batch);
@@ -127,18 +127,18 @@ void Trainer::add_sums(torch::Tensor& acc, const StepResult& r, const Batch& bat
 
 void Trainer::reduce_gradients() {
   Profiler::Scope timed(profiler_, Phase::kAllReduce);
-  // Per-step control values travel in the gradient all-reduce (see GradBuffer::Slot).
-  if (scaler_.enabled()) grads_->slot(GradBuffer::kFoundInf).copy_(scaler_.non_finite(grads_->grads()));
-  if (is_root()) grads_->slot(GradBuffer::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
-  if (stop_requested()) grads_->slot(GradBuffer::kStop).fill_(1.0);
-  comm_.allreduce_sum(grads_->flat());
-  beta_ = grads_->slot(GradBuffer::kNextBeta).clone();
+  // Per-step control values travel in the gradient all-reduce (see FlatParameters::Slot).
+  if (scaler_.enabled()) flat_->slot(FlatParameters::kFoundInf).copy_(scaler_.non_finite(flat_->grads()));
+  if (is_root()) flat_->slot(FlatParameters::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
+  if (stop_requested()) flat_->slot(FlatParameters::kStop).fill_(1.0);
+  comm_.allreduce_sum(flat_->flat());
+  beta_ = flat_->slot(FlatParameters::kNextBeta).clone();
 }
 
 bool Trainer::update_parameters() {
   Profiler::Scope timed(profiler_, Phase::kOptimizer);
-  auto g = grads_->grads();
-  const bool skip = scaler_.unscale_and_update(g, grads_->slot(GradBuffer::kFoundInf));
+  auto g = flat_->grads();
+  const bool skip = scaler_.unscale_and_update(g, flat_->slot(FlatParameters::kFoundInf));
   if (!skip && config_.grad_clip > 0) clip_grad_norm(g, config_.grad_clip);  // the summed, unscaled gradient
   if (!skip) adam_->step();
   ++progress_.global_step;
@@ -160,13 +160,13 @@ bool Trainer::must_stop(int64_t epoch, int64_t step) {
   // Every rank looks at the same steps and reads the same summed values.
   const bool last = step + 1 == steps_per_epoch();
   if (!device_.is_cpu() && (step + 1) % kGpuSlotReadEvery != 0 && !last) return false;
-  const auto slots = grads_->flat().slice(/*dim=*/0, grads_->numel()).to(torch::kCPU);
-  if (slots[GradBuffer::kNonFinite].item<float>() > 0) {
+  const auto slots = flat_->flat().slice(/*dim=*/0, flat_->numel()).to(torch::kCPU);
+  if (slots[FlatParameters::kNonFinite].item<float>() > 0) {
     throw std::runtime_error(fmt::format("non-finite loss (NaN or inf) at epoch {}, step {}{}: training diverged; "
                                          "the last good checkpoint is kept (lower --lr, or try --precision fp32)",
                                          epoch, step + 1, device_.is_cpu() ? "" : " or a few steps before"));
   }
-  return slots[GradBuffer::kStop].item<float>() > 0 && !last;  // at the epoch's end, the epoch completes
+  return slots[FlatParameters::kStop].item<float>() > 0 && !last;  // at the epoch's end, the epoch completes
 }
 
 void Trainer::show_progress(int64_t epoch, int64_t step, torch::Tensor& total, torch::Tensor& interval) {

@@ -1,5 +1,6 @@
 // The one training configuration. Every default is written here, once: the CLI
-// parser, the YAML reader and writer and the help text all take it from Config{}.
+// parser, the YAML reader and writer, the help text and the README's option table all
+// take it from Config{}.
 #pragma once
 
 #include <array>
@@ -56,53 +57,55 @@ E parse_choice(const std::string& text, const std::string& where) {
   throw UsageError(where + " must be one of " + list + ", got '" + text + "'");
 }
 
+// What each field means is written once, in config_fields() (config.cpp): the text that
+// `vae_ddp --help` prints and the README's option table is made from.
 struct Config {
   // --- data ---
-  DatasetKind dataset = DatasetKind::kMnist;  // mnist | fashion-mnist (same format, 10 classes)
-  std::string data_dir = "";              // the four IDX files, raw or .gz ("" = the dataset's usual place)
-  bool download = false;                  // fetch missing MNIST files from the public mirrors
-  bool verify_md5 = true;                 // check the dataset's canonical files against their md5
-  int64_t train_limit = 0;                // use only the first N training images (0 = all)
-  Binarize binarize = Binarize::kNone;    // none | dynamic: pixels ~ Bernoulli(intensity) each use
+  DatasetKind dataset = DatasetKind::kMnist;
+  std::string data_dir = "";
+  bool download = false;
+  bool verify_md5 = true;
+  int64_t train_limit = 0;
+  Binarize binarize = Binarize::kNone;
   // --- outputs ---
-  std::string out_dir = "runs/mnist-vae"; // config.yaml, metrics.csv, PNGs, checkpoints/
-  int64_t log_every = 100;                // progress line every N steps (0 = none)
-  int64_t sample_every = 1;               // sample and reconstruction PNGs every N epochs (0 = none)
-  int64_t checkpoint_every = 1;           // epoch_NNN.pt every N epochs (last.pt every epoch)
-  int64_t keep_checkpoints = 3;           // keep the newest K epoch_NNN.pt (0 = keep all)
-  std::string resume = "auto";            // auto: continue from last.pt if present | none | PATH
-  bool requeue = true;                    // under Slurm, requeue the job after a stop-signal checkpoint
+  std::string out_dir = "runs/mnist-vae";
+  int64_t log_every = 100;
+  int64_t sample_every = 1;
+  int64_t checkpoint_every = 1;
+  int64_t keep_checkpoints = 3;
+  std::string resume = "auto";
+  bool requeue = true;
   // --- model ---
-  std::vector<int64_t> hidden_dims = {400};  // encoder widths; the decoder mirrors them
-  int64_t latent_dim = 20;                // size of z
-  Activation activation = Activation::kRelu;  // relu | leaky_relu | tanh, after every hidden layer
-  bool batch_norm = false;                // BatchNorm after hidden Linears, statistics of the global batch
-  double dropout = 0;                     // drop probability after hidden activations (training only)
-  bool conditional = false;               // condition encoder and decoder on the one-hot label
-  ReconLoss recon_loss = ReconLoss::kBce; // bce (Bernoulli decoder) | mse (squared error of the means)
+  std::vector<int64_t> hidden_dims = {400};
+  int64_t latent_dim = 20;
+  Activation activation = Activation::kRelu;
+  bool batch_norm = false;
+  double dropout = 0;
+  bool conditional = false;
+  ReconLoss recon_loss = ReconLoss::kBce;
   // --- optimisation ---
-  int64_t epochs = 10;                    // train until this epoch (1-based, inclusive)
-  int64_t batch_size = 128;               // global batch: images per optimizer step, all ranks together
-  double lr = 1e-3;                       // learning rate
-  Optimizer optimizer = Optimizer::kAdam; // adam | adamw
-  double weight_decay = 0;                // adam: L2 added to the gradient; adamw: decoupled decay
-  double grad_clip = 0;                   // clip the global gradient norm to this (0 = off)
-  int64_t seed = 1;                       // init, shuffling, noise and evaluation all derive from it
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  double lr = 1e-3;
+  Optimizer optimizer = Optimizer::kAdam;
+  double weight_decay = 0;
+  double grad_clip = 0;
+  int64_t seed = 1;
   // --- KL weight ---
-  double beta = 1.0;                      // weight of the KL term (after warm-up)
-  KLScheduleKind kl_schedule = KLScheduleKind::kConstant;  // constant | linear | cyclical
-  double kl_warmup_epochs = 5;            // linear: epochs to ramp beta from 0
-  int64_t kl_cycles = 4;                  // cyclical: ramps over the whole run
-  double kl_ramp = 0.5;                   // cyclical: fraction of each cycle spent ramping
+  double beta = 1.0;
+  KLScheduleKind kl_schedule = KLScheduleKind::kConstant;
+  double kl_warmup_epochs = 5;
+  int64_t kl_cycles = 4;
+  double kl_ramp = 0.5;
   // --- execution ---
-  int64_t threads = 0;                    // intra-op threads (0 = cores / local ranks)
-  int64_t world = 0;                      // processes; 0 = as the launcher says (1 without one)
-  DeviceKind device = DeviceKind::kAuto;  // auto | cpu | cuda (rank r uses GPU local_rank)
-  Precision precision = Precision::kFP32; // fp32 | bf16 | fp16 (CUDA only): autocast; weights stay fp32
-  Backend backend = Backend::kAuto;       // auto | nccl | mpi: gradient all-reduce
-  int64_t comm_timeout = 600;             // seconds a collective may take before the job is ended
-  bool profile = false;                   // print where each epoch's step time goes
-  bool cpu_fast_path = true;              // CPU fp32: hand-written step on oneDNN (false: autograd)
+  int64_t threads = 0;
+  int64_t world = 0;
+  DeviceKind device = DeviceKind::kAuto;
+  Precision precision = Precision::kFP32;
+  Backend backend = Backend::kAuto;
+  int64_t comm_timeout = 600;
+  bool profile = false;
+  bool cpu_fast_path = true;
 };
 
 // One entry per Config field, in declaration order. `name` is the flag spelling
@@ -115,6 +118,8 @@ using FieldRef = std::variant<std::string Config::*, int64_t Config::*, double C
 struct Field {
   const char* name;
   FieldRef member;
+  // What the option means, in Markdown (`literals` in backticks): the README's option
+  // table shows it as written, --help without the marks.
   const char* help;
 };
 const std::vector<Field>& config_fields();

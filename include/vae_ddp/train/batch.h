@@ -12,6 +12,7 @@
 
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/data/mnist.h"
+#include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/model.h"
 
 namespace vae {
@@ -34,18 +35,16 @@ class BatchMaker {
   // Draws `epoch`'s (1-based) permutation and noise: one host-to-device copy each, so that
   // the steps only slice them.
   void begin_epoch(int64_t epoch);
-  int64_t steps_per_epoch() const { return (train_.size() + batch_size_ - 1) / batch_size_; }
+  int64_t steps_per_epoch() const { return vae::steps_per_epoch(train_.size(), config_.batch_size); }
   // Rank `rank` of `world`'s rows of global batch `step` of the current epoch: rows
   // rank, rank + world, ... of the global batch (possibly none).
   Batch make(int64_t step, int rank, int world) const;
 
  private:
+  Config config_;
   Dataset train_;
   std::vector<int64_t> widths_;
   torch::Device device_;
-  int64_t batch_size_, seed_, latent_;
-  bool binarize_, conditional_;
-  double dropout_;
   int64_t epoch_ = 0;
   torch::Tensor perm_;   // [n] int64 on the device: the epoch's order
   torch::Tensor noise_;  // [n, latent] on the device: the epoch's noise, global batches in step order

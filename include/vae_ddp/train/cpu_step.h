@@ -17,7 +17,7 @@ namespace vae {
 class CpuStep {
  public:
   // `model` must be on the CPU, fp32, with every parameter's .grad() defined and
-  // contiguous (GradBuffer views).
+  // contiguous (FlatParameters views).
   explicit CpuStep(VAE& model);
   // True for the models it implements: ReLU, no BatchNorm, no dropout, unconditional,
   // Bernoulli (BCE) decoder. Other variants train through autograd.

@@ -1,4 +1,5 @@
-// Adam over parameters, gradients and moments that each live in one flat buffer, so a
+// Adam over parameters, gradients and moments that each live in one flat buffer
+// (the first two owned by FlatParameters, dist/data_parallel.h), so a
 // step is one fused pass (CPU: one OpenMP SIMD loop) or a handful of whole-buffer ops
 // (other devices) instead of about ten ops per parameter tensor. The math is
 // torch::optim::Adam's (no amsgrad), with weight decay as an L2 term added to the gradient
@@ -26,10 +27,9 @@ struct AdamOptions {
 
 class FlatAdam {
  public:
-  // `flat_grads` [numel] holds the gradients of `params` in the same order
-  // (GradBuffer::grads()). Moves the parameters into one flat buffer: each parameter
-  // becomes a view of it, so in-place copies into the parameters keep working.
-  FlatAdam(std::vector<torch::Tensor> params, torch::Tensor flat_grads, AdamOptions options);
+  // `params` and `grads`, both [numel] (FlatParameters::params() and grads()), are the
+  // parameters' storage, updated in place; FlatAdam owns only the moments.
+  FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions options);
 
   // One Adam update of every parameter.
   void step();
@@ -44,7 +44,6 @@ class FlatAdam {
 
  private:
   AdamOptions options_;
-  std::vector<torch::Tensor> params_;
   torch::Tensor flat_params_, flat_grads_, exp_avg_, exp_avg_sq_;  // each [numel]
   int64_t step_ = 0;
 };

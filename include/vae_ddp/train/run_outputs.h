@@ -49,9 +49,13 @@ class RunOutputs {
   void begin_run(bool training);
   // The progress bar of `epoch`, drawn when this is rank 0 on a terminal.
   void begin_epoch(int64_t epoch, int64_t images);
-  bool bar_due() const { return bar_->due(); }
-  void draw_bar(int64_t done_images, double loss) { bar_->draw(done_images, loss); }
-  void finish_bar() { bar_->finish(); }
+  bool bar_due() const { return bar_ && bar_->due(); }
+  void draw_bar(int64_t done_images, double loss) {
+    if (bar_) bar_->draw(done_images, loss);
+  }
+  void finish_bar() {
+    if (bar_) bar_->finish();
+  }
   // Every --log-every steps: TensorBoard's step scalars, and a log line when there is no bar.
   void log_step(int64_t epoch, int64_t done_images, int64_t global_step, const StepLosses& l);
   // After the epoch's evaluation: pictures, metrics row, plots, scalars, checkpoints, and the
@@ -74,7 +78,7 @@ class RunOutputs {
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<EventWriter> tb_;
-  std::unique_ptr<ProgressBar> bar_;
+  std::unique_ptr<ProgressBar> bar_;  // only while rank 0 draws one on a terminal
   int64_t epoch_images_ = 0;  // images in an epoch, all ranks: the log lines' 100 %
 };
 

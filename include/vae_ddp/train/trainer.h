@@ -80,7 +80,7 @@ class Trainer {
   Batch make_batch(int64_t step);
   // Adds a step's objective, terms and image count to `acc` (on the device).
   void add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch);
-  // The one all-reduce of the step: gradients and the control slots (GradBuffer::Slot).
+  // The one all-reduce of the step: gradients and the control slots (FlatParameters::Slot).
   void reduce_gradients();
   // Unscales, clips and applies the summed gradient; false when fp16 skips the step.
   bool update_parameters();
@@ -105,8 +105,8 @@ class Trainer {
   Communicator& comm_;
   Precision precision_;
   VAE model_{nullptr};
-  std::unique_ptr<GradBuffer> grads_;
-  std::unique_ptr<FlatAdam> adam_;  // owns the Adam state; updates, fused, on flat buffers
+  std::unique_ptr<FlatParameters> flat_;  // the parameters' and gradients' storage
+  std::unique_ptr<FlatAdam> adam_;        // the moments; updates flat_ in place, fused
   LossScaler scaler_;
   Profiler profiler_;
   KLSchedule schedule_;
