@@ -47,10 +47,9 @@ struct Rgb {
 };
 
 // Matplotlib's "tab10" colours: distinguishable, and familiar to the seeds' users.
-constexpr Rgb kPalette[] = {{0.122, 0.467, 0.706}, {1.000, 0.498, 0.055}, {0.173, 0.627, 0.173},
-                            {0.839, 0.153, 0.157}, {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294},
-                            {0.890, 0.467, 0.761}, {0.498, 0.498, 0.498}, {0.737, 0.741, 0.133},
-                            {0.090, 0.745, 0.812}};
+constexpr Rgb kPalette[] = {{0.122, 0.467, 0.706}, {1.000, 0.498, 0.055}, {0.173, 0.627, 0.173}, {0.839, 0.153, 0.157},
+                            {0.580, 0.404, 0.741}, {0.549, 0.337, 0.294}, {0.890, 0.467, 0.761}, {0.498, 0.498, 0.498},
+                            {0.737, 0.741, 0.133}, {0.090, 0.745, 0.812}};
 constexpr int kPaletteSize = sizeof(kPalette) / sizeof(kPalette[0]);
 
 constexpr double kLeft = 70, kRight = 20, kTop = 36, kBottom = 52;  // margins around the plot area
@@ -79,7 +78,8 @@ struct Canvas {
         },
         &bytes);
     if (status != CAIRO_STATUS_SUCCESS) {
-      throw std::runtime_error(fmt::format("{}: cairo cannot encode the plot: {}", path, cairo_status_to_string(status)));
+      throw std::runtime_error(
+          fmt::format("{}: cairo cannot encode the plot: {}", path, cairo_status_to_string(status)));
     }
     write_file_atomic(path, bytes);
   }
@@ -191,6 +191,31 @@ void legend(cairo_t* cr, const std::vector<std::string>& names, double right, do
   }
 }
 
+// One series as a line in colour `c`; a non-finite value lifts the pen, and a series of
+// one point is a dot.
+void draw_series(cairo_t* cr, const Axes& ax, const Series& s, Rgb c) {
+  cairo_set_source_rgb(cr, c.r, c.g, c.b);
+  cairo_set_line_width(cr, 2);
+  bool pen = false;
+  for (size_t k = 0; k < std::min(s.x.size(), s.y.size()); ++k) {
+    if (!std::isfinite(s.y[k])) {
+      pen = false;
+      continue;
+    }
+    if (pen) {
+      cairo_line_to(cr, ax.px(s.x[k]), ax.py(s.y[k]));
+    } else {
+      cairo_move_to(cr, ax.px(s.x[k]), ax.py(s.y[k]));
+      pen = true;
+    }
+  }
+  cairo_stroke(cr);
+  if (s.x.size() == 1) {  // a single epoch: a dot, since a line needs two points
+    cairo_arc(cr, ax.px(s.x[0]), ax.py(s.y[0]), 3, 0, 2 * M_PI);
+    cairo_fill(cr);
+  }
+}
+
 }  // namespace
 
 void write_line_plot(const std::string& path, const std::vector<Panel>& panels, int panel_width, int height) {
@@ -198,8 +223,12 @@ void write_line_plot(const std::string& path, const std::vector<Panel>& panels, 
   cairo_t* cr = canvas.cr.get();
   for (size_t p = 0; p < panels.size(); ++p) {
     const Panel& panel = panels[p];
-    Axes ax{static_cast<double>(p) * panel_width + kLeft, kTop, panel_width - kLeft - kRight, height - kTop - kBottom,
-            {}, {}};
+    Axes ax{static_cast<double>(p) * panel_width + kLeft,
+            kTop,
+            panel_width - kLeft - kRight,
+            height - kTop - kBottom,
+            {},
+            {}};
     for (const auto& s : panel.series) {
       for (double v : s.x) ax.xr.add(v);
       for (double v : s.y) ax.yr.add(v);
@@ -209,29 +238,8 @@ void write_line_plot(const std::string& path, const std::vector<Panel>& panels, 
     ax.draw(cr, panel.title, panel.xlabel, panel.ylabel);
     std::vector<std::string> names;
     for (size_t i = 0; i < panel.series.size(); ++i) {
-      const Series& s = panel.series[i];
-      const Rgb c = kPalette[i % kPaletteSize];
-      cairo_set_source_rgb(cr, c.r, c.g, c.b);
-      cairo_set_line_width(cr, 2);
-      bool pen = false;
-      for (size_t k = 0; k < std::min(s.x.size(), s.y.size()); ++k) {
-        if (!std::isfinite(s.y[k])) {
-          pen = false;
-          continue;
-        }
-        if (pen) {
-          cairo_line_to(cr, ax.px(s.x[k]), ax.py(s.y[k]));
-        } else {
-          cairo_move_to(cr, ax.px(s.x[k]), ax.py(s.y[k]));
-          pen = true;
-        }
-      }
-      cairo_stroke(cr);
-      if (s.x.size() == 1) {  // a single epoch: a dot, since a line needs two points
-        cairo_arc(cr, ax.px(s.x[0]), ax.py(s.y[0]), 3, 0, 2 * M_PI);
-        cairo_fill(cr);
-      }
-      names.push_back(s.name);
+      draw_series(cr, ax, panel.series[i], kPalette[i % kPaletteSize]);
+      names.push_back(panel.series[i].name);
     }
     legend(cr, names, ax.x0 + ax.w, ax.y0, /*points=*/false);
   }
