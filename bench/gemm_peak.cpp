@@ -12,8 +12,8 @@
 #include <torch/torch.h>
 
 #include "vae_ddp/base/config.h"
-#include "vae_ddp/train/cpu_gemm.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/train/cpu_gemm.h"
 
 namespace {
 
@@ -79,8 +79,9 @@ int main(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < reps; ++i) step();
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
-  std::printf("{\"gflops_per_s\": %.1f, \"gemm_ms_per_step\": %.4f, \"flops_per_image\": %.0f, \"batch\": %lld, "
-              "\"threads\": %lld}\n",
-              flops / sec / 1e9, sec * 1e3, flops / b, static_cast<long long>(b), static_cast<long long>(c.threads));
+  std::printf(
+      "{\"gflops_per_s\": %.1f, \"gemm_ms_per_step\": %.4f, \"flops_per_image\": %.0f, \"batch\": %lld, "
+      "\"threads\": %lld}\n",
+      flops / sec / 1e9, sec * 1e3, flops / b, static_cast<long long>(b), static_cast<long long>(c.threads));
   return 0;
 }

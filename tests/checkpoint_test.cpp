@@ -59,8 +59,9 @@ class CheckpointTest : public ::testing::Test {
     root.write("epoch", torch::tensor(int64_t{1}));
     root.write("global_step", torch::tensor(int64_t{1}));
     const std::string yaml = to_yaml(config_);
-    root.write("config_yaml", torch::from_blob(const_cast<char*>(yaml.data()), {static_cast<int64_t>(yaml.size())},
-                                               torch::kUInt8).clone());
+    root.write(
+        "config_yaml",
+        torch::from_blob(const_cast<char*>(yaml.data()), {static_cast<int64_t>(yaml.size())}, torch::kUInt8).clone());
     root.write("cpu_rng_state", at::detail::getDefaultCPUGenerator().get_state());
     root.write("loss_scale", torch::tensor(65536.0, torch::kFloat64));
     root.write("scale_growth_tracker", torch::tensor(int64_t{0}));
@@ -175,8 +176,7 @@ TEST_F(CheckpointTest, OtherArchitectureIsRejected) {
     b->resume_from(Checkpoint(dir_ / "a.pt"));
     FAIL();
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("holds a 784-32-4 model but the config asks for 784-32-8"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("holds a 784-32-4 model but the config asks for 784-32-8"), std::string::npos)
         << e.what();
   }
 }
@@ -206,7 +206,8 @@ TEST_F(CheckpointTest, ChecksumCatchesAFlippedByteAnywhere) {
     flipped[at] ^= 0x10;
     testing::write_bytes(dir_ / "flipped.pt", flipped);
     const std::string err = LoadError(dir_ / "flipped.pt");
-    EXPECT_TRUE(err.find("checksum mismatch") != std::string::npos || err.find("no vae_ddp checksum") != std::string::npos)
+    EXPECT_TRUE(err.find("checksum mismatch") != std::string::npos ||
+                err.find("no vae_ddp checksum") != std::string::npos)
         << "byte " << at << ": " << err;
   }
   auto cut = bytes;

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/train/checkpoint.h"
-#include "vae_ddp/model/model.h"
-#include "vae_ddp/viz/plots.h"
 #include "vae_ddp/app/runtime.h"
+#include "vae_ddp/model/model.h"
+#include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/viz/plots.h"
 
 namespace vae {
 namespace {
@@ -85,9 +85,10 @@ TEST_F(CliTest, PictureSubcommandsOnAConditionalLatent2Model) {
   const Result r = Train(out, "--epochs 1 --latent-dim 2 --conditional");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(out + "/manifold.png"));  // latent dim 2: training draws it too
-  for (const std::string& args : {"latent-map --out " + (tmp_ / "map.png"), "manifold --label 3 --out " + (tmp_ / "m.png"),
-                                 "interpolate --pairs 4 --steps 6 --out " + (tmp_ / "i.png"),
-                                 "sample --label 7 --n 16 --out " + (tmp_ / "s.png")}) {
+  for (const std::string& args :
+       {"latent-map --out " + (tmp_ / "map.png"), "manifold --label 3 --out " + (tmp_ / "m.png"),
+        "interpolate --pairs 4 --steps 6 --out " + (tmp_ / "i.png"),
+        "sample --label 7 --n 16 --out " + (tmp_ / "s.png")}) {
     const Result p = Run(args + " --checkpoint " + ckpt);
     EXPECT_EQ(p.code, 0) << args << "\n" << p.err;
     EXPECT_NE(p.out.find("wrote"), std::string::npos) << p.out;
@@ -155,13 +156,15 @@ TEST_F(CliTest, ResumeGivesBitIdenticalWeights) {
   const auto b = testing::Weights(tmp_ / "split/checkpoints/last.pt");
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
-  EXPECT_EQ(testing::MetricsWithoutTimes(tmp_ / "straight/metrics.csv"), testing::MetricsWithoutTimes(tmp_ / "split/metrics.csv"));
+  EXPECT_EQ(testing::MetricsWithoutTimes(tmp_ / "straight/metrics.csv"),
+            testing::MetricsWithoutTimes(tmp_ / "split/metrics.csv"));
 }
 
 TEST_F(CliTest, SampleWritesAGrid) {
   ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
   EXPECT_FALSE(fs::exists(tmp_ / "run/samples/epoch_001.png"));
-  const Result r = Run("sample --checkpoint " + (tmp_ / "run/checkpoints/last.pt") + " --n 16 --out " + (tmp_ / "s.png"));
+  const Result r =
+      Run("sample --checkpoint " + (tmp_ / "run/checkpoints/last.pt") + " --n 16 --out " + (tmp_ / "s.png"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(tmp_ / "s.png"));
 }
@@ -213,17 +216,17 @@ TEST_F(CliTest, BadDataIsAUsageError) {
 TEST_F(CliTest, BadMagicIsAUsageError) {
   auto labels = testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte");
   labels[3] = 3;
-  ExpectUsageError("--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " +
-                       DataWith("t10k-labels-idx1-ubyte", labels),
-                   "magic 0x00000803, expected 0x00000801");
+  ExpectUsageError(
+      "--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " + DataWith("t10k-labels-idx1-ubyte", labels),
+      "magic 0x00000803, expected 0x00000801");
 }
 
 TEST_F(CliTest, TruncatedIdxIsAUsageError) {
   auto labels = testing::read_bytes(data_ + "/t10k-labels-idx1-ubyte");
   labels.resize(5000);
-  ExpectUsageError("--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " +
-                       DataWith("t10k-labels-idx1-ubyte", labels),
-                   "t10k-labels-idx1-ubyte: truncated");
+  ExpectUsageError(
+      "--verify-md5=false --out-dir " + (tmp_ / "o") + " --data-dir " + DataWith("t10k-labels-idx1-ubyte", labels),
+      "t10k-labels-idx1-ubyte: truncated");
 }
 
 TEST_F(CliTest, CountMismatchIsAUsageError) {
@@ -238,7 +241,8 @@ TEST_F(CliTest, BadCheckpointsAreUsageErrors) {
   ExpectUsageError("eval --checkpoint " + (tmp_ / "junk.pt"), "junk.pt: no vae_ddp checksum");
   ExpectUsageError("eval --checkpoint " + (tmp_ / "none.pt"), "none.pt");
   ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --train-limit 300").code, 0);
-  ExpectUsageError("--data-dir " + data_ + " --out-dir " + (tmp_ / "other") + " --latent-dim 8 --resume " + (tmp_ / "run/checkpoints/last.pt"),
+  ExpectUsageError("--data-dir " + data_ + " --out-dir " + (tmp_ / "other") + " --latent-dim 8 --resume " +
+                       (tmp_ / "run/checkpoints/last.pt"),
                    "holds a 784-400-20 model but the config asks for 784-400-8");
 }
 

@@ -60,9 +60,7 @@ TEST_F(ConfigTest, YamlAcceptsListsAndScalars) {
   EXPECT_DOUBLE_EQ(c.beta, 0.5);
 }
 
-TEST_F(ConfigTest, UnknownYamlKeyIsNamed) {
-  EXPECT_EQ(YamlError("epochz: 3\n"), "test.yaml: unknown key 'epochz'");
-}
+TEST_F(ConfigTest, UnknownYamlKeyIsNamed) { EXPECT_EQ(YamlError("epochz: 3\n"), "test.yaml: unknown key 'epochz'"); }
 
 TEST_F(ConfigTest, WrongYamlTypeIsNamed) {
   EXPECT_EQ(YamlError("epochs: ten\n"), "test.yaml: key 'epochs': expected an integer, got 'ten'");

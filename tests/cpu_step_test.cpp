@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/train/cpu_gemm.h"
 #include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/train/cpu_gemm.h"
 
 namespace vae {
 namespace {

@@ -8,10 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/train/amp.h"
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/model/loss.h"
+#include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/trainer.h"
 
 namespace vae {

@@ -24,9 +24,11 @@ class DistCliTest : public ::testing::Test {
   // A small run: 1003 images in global batches of 100 (3 does not divide 100; the last
   // batch of 3 leaves rank 3 of 4 empty), linear KL warm-up so beta changes every step.
   Result Train(int np, const std::string& out_dir, const std::string& extra, const std::string& env = "") {
-    return Run(np, "--data-dir " + data_ + " --out-dir " + out_dir +
-                       " --train-limit 1003 --batch-size 100 --hidden-dims 64 --latent-dim 8 --kl-schedule linear"
-                       " --kl-warmup-epochs 1 --threads 1 --log-every 3 --sample-every 0 " + extra,
+    return Run(np,
+               "--data-dir " + data_ + " --out-dir " + out_dir +
+                   " --train-limit 1003 --batch-size 100 --hidden-dims 64 --latent-dim 8 --kl-schedule linear"
+                   " --kl-warmup-epochs 1 --threads 1 --log-every 3 --sample-every 0 " +
+                   extra,
                env);
   }
   // Largest ||a - b|| / ||b|| over the parameter tensors of two checkpoints.
@@ -141,15 +143,13 @@ TEST_F(DistCliTest, WorldMustMatchTheLauncher) {
 TEST_F(DistCliTest, RanksWithDifferentFlagsAreStoppedAtStart) {
   const std::string common = VAE_DDP_BINARY + std::string(" --data-dir ") + data_ + " --out-dir " + (tmp_ / "run") +
                              " --train-limit 200 --epochs 1 --threads 1 ";
-  const Result r = testing::run_command(std::string(VAE_DDP_MPIRUN) + " -q -np 1 " + common + "--latent-dim 20 : -np 1 " +
-                                            common + "--latent-dim 10",
-                                        tmp_.path());
+  const Result r = testing::run_command(
+      std::string(VAE_DDP_MPIRUN) + " -q -np 1 " + common + "--latent-dim 20 : -np 1 " + common + "--latent-dim 10",
+      tmp_.path());
   ExpectOneLineError(r, "ranks disagree on the configuration");
 }
 
-TEST_F(DistCliTest, BadFlagIsReportedOnceUnderMpirun) {
-  ExpectOneLineError(Run(3, "--batch-size 0"), "--batch-size");
-}
+TEST_F(DistCliTest, BadFlagIsReportedOnceUnderMpirun) { ExpectOneLineError(Run(3, "--batch-size 0"), "--batch-size"); }
 
 }  // namespace
 }  // namespace vae

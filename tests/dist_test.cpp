@@ -5,13 +5,13 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/train/amp.h"
+#include "vae_ddp/app/runtime.h"
 #include "vae_ddp/dist/comm.h"
 #include "vae_ddp/dist/data_parallel.h"
-#include "vae_ddp/train/evaluate.h"
-#include "vae_ddp/app/runtime.h"
-#include "vae_ddp/train/trainer.h"
 #include "vae_ddp/dist/world.h"
+#include "vae_ddp/train/amp.h"
+#include "vae_ddp/train/evaluate.h"
+#include "vae_ddp/train/trainer.h"
 
 namespace vae {
 namespace {
@@ -89,7 +89,8 @@ TEST_F(DistTest, NcclAllReduceOnTheGpu) {
     auto t = RankPattern(n, rank(), torch::kFloat32).to(gpu);
     comm->allreduce_sum(t);
     const int W = size();
-    auto expected = (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(torch::kFloat32);
+    auto expected =
+        (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(torch::kFloat32);
     EXPECT_TRUE(torch::equal(t.cpu(), expected)) << "n " << n;
   }
 }
@@ -184,7 +185,8 @@ TEST_F(ShardedTrainingTest, EpochMatchesOneProcess) {
   }
   const double diff = MaxRelativeDifference(sharded.model(), alone.model());
   EXPECT_LT(diff, 1e-5);
-  if (rank() == 0) std::printf("world %d vs one process after 2 epochs: max relative parameter difference %.3g\n", size(), diff);
+  if (rank() == 0)
+    std::printf("world %d vs one process after 2 epochs: max relative parameter difference %.3g\n", size(), diff);
   EXPECT_EQ(sharded.progress().global_step, alone.progress().global_step);
 }
 
@@ -237,8 +239,14 @@ TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
       {"batch_norm", [](Config& c) { c.batch_norm = true; }},
       {"dropout", [](Config& c) { c.dropout = 0.2; }},
       {"conditional", [](Config& c) { c.conditional = true; }},
-      {"adamw+clip", [](Config& c) { c.optimizer = Optimizer::kAdamW; c.weight_decay = 0.01; c.grad_clip = 5; }},
-      {"all", [](Config& c) {
+      {"adamw+clip",
+       [](Config& c) {
+         c.optimizer = Optimizer::kAdamW;
+         c.weight_decay = 0.01;
+         c.grad_clip = 5;
+       }},
+      {"all",
+       [](Config& c) {
          c.hidden_dims = {48, 32};
          c.activation = Activation::kLeakyRelu;
          c.batch_norm = true;
@@ -265,7 +273,8 @@ TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
     const auto ba = sharded.model()->buffers(), bb = alone.model()->buffers();  // BatchNorm running statistics
     ASSERT_EQ(ba.size(), bb.size());
     for (size_t i = 0; i < ba.size(); ++i) EXPECT_TRUE(torch::allclose(ba[i], bb[i], 1e-4, 1e-5)) << "buffer " << i;
-    if (rank() == 0) std::printf("%s, world %d vs one process: max relative parameter difference %.3g\n", name, size(), diff);
+    if (rank() == 0)
+      std::printf("%s, world %d vs one process: max relative parameter difference %.3g\n", name, size(), diff);
   }
 }
 

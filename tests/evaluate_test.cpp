@@ -64,8 +64,8 @@ TEST_F(ImportanceWeightedTest, ChunkedEqualsDirect) {
     auto z = mu + sd * eps;
     auto p = torch::sigmoid(model->decode(z)).to(torch::kFloat64).clamp(1e-300, 1 - 1e-16);
     auto xd = x.to(torch::kFloat64);
-    auto log_px = (xd * p.log() + (1 - xd) * (1 - p).log()).sum(1);          // log p(x|z)
-    auto log_pz = -0.5 * z.to(torch::kFloat64).square().sum(1);             // up to the 2*pi term
+    auto log_px = (xd * p.log() + (1 - xd) * (1 - p).log()).sum(1);                               // log p(x|z)
+    auto log_pz = -0.5 * z.to(torch::kFloat64).square().sum(1);                                   // up to the 2*pi term
     auto log_qz = -0.5 * (eps.to(torch::kFloat64).square() + logvar.to(torch::kFloat64)).sum(1);  // same
     total += (torch::logsumexp(log_px + log_pz - log_qz, 0) - std::log(double(k))).item<double>();
   }

@@ -20,7 +20,8 @@ class FaultTest : public ::testing::Test {
   std::string Args(const std::string& out_dir, const std::string& extra) const {
     return " --data-dir " + data_ + " --out-dir " + out_dir +
            " --train-limit 3001 --batch-size 100 --hidden-dims 64 --latent-dim 8 --threads 1 --log-every 5"
-           " --sample-every 0 " + extra;
+           " --sample-every 0 " +
+           extra;
   }
   Result Train(int np, const std::string& out_dir, const std::string& extra, const std::string& env = "") {
     const std::string launcher = np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "";

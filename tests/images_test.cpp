@@ -29,9 +29,9 @@ TEST(ImagesTest, GridHasTorchvisionLayout) {
   // save_image(nrow=8, padding=2) of 64 28x28 images: 8 * (28 + 2) + 2 = 242 square.
   auto grid = make_grid(torch::ones({64, 28, 28}), /*cols=*/8);
   EXPECT_EQ(grid.sizes(), (std::vector<int64_t>{242, 242}));
-  EXPECT_EQ(grid[0][0].item<int>(), 0);      // padding
-  EXPECT_EQ(grid[2][2].item<int>(), 255);    // first pixel of the first image
-  EXPECT_EQ(grid[30][30].item<int>(), 0);    // padding between images
+  EXPECT_EQ(grid[0][0].item<int>(), 0);        // padding
+  EXPECT_EQ(grid[2][2].item<int>(), 255);      // first pixel of the first image
+  EXPECT_EQ(grid[30][30].item<int>(), 0);      // padding between images
   EXPECT_EQ(grid[239][239].item<int>(), 255);  // last pixel of the last image
 }
 

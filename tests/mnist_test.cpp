@@ -137,7 +137,6 @@ TEST_F(MnistTest, Md5OfKnownStrings) {
   EXPECT_EQ(md5_hex("abc", 3), "900150983cd24fb0d6963f7d28e17f72");
 }
 
-
 // Found by tests/fuzz/idx_fuzz: a valid header announcing zero items.
 TEST(IdxParseTest, EmptyFileParsesToAnEmptyTensor) {
   const auto t = parse_idx({0, 0, 8, 1, 0, 0, 0, 0}, /*expected_rank=*/1, "empty");
@@ -146,8 +145,8 @@ TEST(IdxParseTest, EmptyFileParsesToAnEmptyTensor) {
 
 // Dimensions whose product overflows are rejected as truncated, not wrapped around.
 TEST(IdxParseTest, HugeDimensionsAreTruncation) {
-  const std::vector<uint8_t> bytes = {0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                      0xff, 0xff, 0xff, 0xff, 1, 2, 3};
+  const std::vector<uint8_t> bytes = {0,    0,    8,    3,    0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1,    2,    3};
   try {
     parse_idx(bytes, 3, "huge");
     FAIL() << "accepted";

@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "vae_ddp/train/checkpoint.h"
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/data/mnist.h"
+#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/train/checkpoint.h"
 
 namespace vae::testing {
 
@@ -51,7 +51,8 @@ inline bool SameParameters(VAE& a, VAE& b) {
 inline double MaxRelativeDifference(VAE& a, VAE& b) {
   double worst = 0;
   const auto pa = a->parameters(), pb = b->parameters();
-  for (size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, ((pa[i] - pb[i]).norm() / pb[i].norm()).item<double>());
+  for (size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, ((pa[i] - pb[i]).norm() / pb[i].norm()).item<double>());
   return worst;
 }
 
@@ -76,8 +77,8 @@ class TempDir {
 };
 
 inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
 inline std::vector<uint8_t> read_bytes(const std::string& path) {
@@ -107,7 +108,7 @@ inline Config TinyConfig(const std::string& out_dir) {
 inline Dataset SyntheticData(int64_t n = 300) {
   auto gen = at::detail::createCPUGenerator(7);
   auto patterns = (torch::rand({3, kImagePixels}, gen) < 0.3).to(torch::kFloat32);  // [3, 784]
-  auto labels = torch::arange(n, torch::kInt64).remainder(3);                      // [n]
+  auto labels = torch::arange(n, torch::kInt64).remainder(3);                       // [n]
   return {patterns.index_select(0, labels).contiguous(), labels};
 }
 

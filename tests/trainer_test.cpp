@@ -10,7 +10,10 @@ namespace {
 
 class TrainerTest : public ::testing::Test {
  protected:
-  Trainer Make() { return Trainer(testing::TinyConfig(dir_.path()), testing::SyntheticData(), testing::SyntheticData(), torch::kCPU, testing::LocalComm()); }
+  Trainer Make() {
+    return Trainer(testing::TinyConfig(dir_.path()), testing::SyntheticData(), testing::SyntheticData(), torch::kCPU,
+                   testing::LocalComm());
+  }
   testing::TempDir dir_;
 };
 

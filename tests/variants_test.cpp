@@ -5,9 +5,9 @@
 
 #include "test_util.h"
 #include "vae_ddp/base/config.h"
-#include "vae_ddp/train/flat_adam.h"
 #include "vae_ddp/model/loss.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/train/flat_adam.h"
 #include "vae_ddp/train/trainer.h"
 
 namespace vae {
@@ -141,13 +141,10 @@ double AdamDifference(bool decoupled, const Options& ref_options, double weight_
 }
 
 TEST(VariantsTest, AdamWeightDecayMatchesLibtorch) {
-  EXPECT_LT((AdamDifference<torch::optim::AdamW>(true, torch::optim::AdamWOptions(0.01).weight_decay(0.1), 0.1)),
-            1e-6);
-  EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)),
-            1e-6);
+  EXPECT_LT((AdamDifference<torch::optim::AdamW>(true, torch::optim::AdamWOptions(0.01).weight_decay(0.1), 0.1)), 1e-6);
+  EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)), 1e-6);
   // The control: AdamW is not Adam with L2.
-  EXPECT_GT((AdamDifference<torch::optim::Adam>(true, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)),
-            1e-4);
+  EXPECT_GT((AdamDifference<torch::optim::Adam>(true, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)), 1e-4);
 }
 
 TEST(VariantsTest, GradientClippingMatchesLibtorch) {
@@ -195,21 +192,29 @@ TEST_P(VariantTrainingTest, ShapesAndOneEpoch) {
   EXPECT_FALSE(torch::equal(before, flat()));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Seeds, VariantTrainingTest,
-    ::testing::Values(Variant{"hidden_512_256", [](Config& c) { c.hidden_dims = {512, 256}; c.latent_dim = 32; }},
-                      Variant{"leaky_relu", [](Config& c) { c.activation = Activation::kLeakyRelu; }},
-                      Variant{"tanh", [](Config& c) { c.activation = Activation::kTanh; }},
-                      Variant{"batch_norm", [](Config& c) { c.batch_norm = true; }},
-                      Variant{"dropout", [](Config& c) { c.dropout = 0.2; }},
-                      Variant{"mse", [](Config& c) { c.recon_loss = ReconLoss::kMse; }},
-                      Variant{"adamw", [](Config& c) { c.optimizer = Optimizer::kAdamW; c.weight_decay = 0.01; }},
-                      Variant{"grad_clip", [](Config& c) { c.grad_clip = 1.0; }},
-                      Variant{"latent_2", [](Config& c) { c.latent_dim = 2; }},
-                      Variant{"latent_16", [](Config& c) { c.latent_dim = 16; }},
-                      Variant{"latent_64", [](Config& c) { c.latent_dim = 64; }},
-                      Variant{"conditional", [](Config& c) { c.conditional = true; }}),
-    [](const ::testing::TestParamInfo<Variant>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Seeds, VariantTrainingTest,
+                         ::testing::Values(Variant{"hidden_512_256",
+                                                   [](Config& c) {
+                                                     c.hidden_dims = {512, 256};
+                                                     c.latent_dim = 32;
+                                                   }},
+                                           Variant{"leaky_relu",
+                                                   [](Config& c) { c.activation = Activation::kLeakyRelu; }},
+                                           Variant{"tanh", [](Config& c) { c.activation = Activation::kTanh; }},
+                                           Variant{"batch_norm", [](Config& c) { c.batch_norm = true; }},
+                                           Variant{"dropout", [](Config& c) { c.dropout = 0.2; }},
+                                           Variant{"mse", [](Config& c) { c.recon_loss = ReconLoss::kMse; }},
+                                           Variant{"adamw",
+                                                   [](Config& c) {
+                                                     c.optimizer = Optimizer::kAdamW;
+                                                     c.weight_decay = 0.01;
+                                                   }},
+                                           Variant{"grad_clip", [](Config& c) { c.grad_clip = 1.0; }},
+                                           Variant{"latent_2", [](Config& c) { c.latent_dim = 2; }},
+                                           Variant{"latent_16", [](Config& c) { c.latent_dim = 16; }},
+                                           Variant{"latent_64", [](Config& c) { c.latent_dim = 64; }},
+                                           Variant{"conditional", [](Config& c) { c.conditional = true; }}),
+                         [](const ::testing::TestParamInfo<Variant>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace vae

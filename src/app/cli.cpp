@@ -2,22 +2,22 @@
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
 #include <functional>
 #include <optional>
+#include <thread>
 #include <vector>
 
-#include <cxxopts.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <cxxopts.hpp>
 
 #include "vae_ddp/app/commands.h"
+#include "vae_ddp/app/runtime.h"
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/logging.h"
-#include "vae_ddp/model/model.h"
-#include "vae_ddp/app/runtime.h"
 #include "vae_ddp/dist/world.h"
+#include "vae_ddp/model/model.h"
 
 namespace vae {
 
@@ -150,7 +150,8 @@ std::optional<ExportOptions> parse_export(int argc, char** argv) {
   o.checkpoint = text(*parsed, "checkpoint").value_or("");
   o.out = text(*parsed, "out").value_or("");
   o.data_dir = text(*parsed, "data-dir").value_or(o.data_dir);
-  if (o.checkpoint.empty() || o.out.empty()) throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
+  if (o.checkpoint.empty() || o.out.empty())
+    throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
   return o;
 }
 
@@ -161,9 +162,8 @@ std::optional<EvalOptions> parse_eval(int argc, char** argv) {
       "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
       "seed", "noise seed (default: the checkpoint's)", text_value())(
       "iw-samples", "also estimate -log p(x) by importance weighting with K samples per image (e.g. 5000)",
-      text_value())("json", "print one JSON object",
+      text_value())("json", "print one JSON object", text_value(true))("verify-md5", "check MNIST md5 (default: true)",
                                                                        text_value(true))(
-      "verify-md5", "check MNIST md5 (default: true)", text_value(true))(
       "threads", "intra-op threads (default: cores)", text_value())("device", "auto | cpu | cuda", text_value());
   const auto parsed = parse_or_help(opts, argc, argv);
   if (!parsed) return std::nullopt;
@@ -199,9 +199,9 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   SampleOptions o;
   cxxopts::Options opts("vae_ddp sample", "Decode z ~ N(0, I) from a checkpoint into a PNG grid.");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
-      "n,count", "number of samples, also --n (default: 64)", text_value())("out", "PNG path (default: " + o.out + ")",
-                                                           text_value())(
-      "seed", "z seed (default: the checkpoint's)", text_value())(
+      "n,count", "number of samples, also --n (default: 64)", text_value())(
+      "out", "PNG path (default: " + o.out + ")", text_value())("seed", "z seed (default: the checkpoint's)",
+                                                                text_value())(
       "label", "conditional model: the class to draw (default: 0..9 in turn)", text_value())(
       "device", "auto | cpu | cuda", text_value());
   const auto parsed = parse_or_help(opts, static_cast<int>(args.size()), args.data());
@@ -239,8 +239,8 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
       "side", "manifold: images per side (default: 20)", text_value())(
       "label", "manifold of a conditional model: the class drawn (default: 0)", text_value())(
       "pairs", "interpolate: pairs of test images, one row each (default: 8)", text_value())(
-      "steps", "interpolate: decoded points between them (default: 10)", text_value())(
-      "device", "auto | cpu | cuda", text_value());
+      "steps", "interpolate: decoded points between them (default: 10)", text_value())("device", "auto | cpu | cuda",
+                                                                                       text_value());
   const auto parsed = parse_or_help(opts, argc, argv);
   if (!parsed) return std::nullopt;
   const auto& r = *parsed;
@@ -253,8 +253,8 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
   if (auto v = text(r, "steps")) o.steps = parse_int(*v, "--steps");
   if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, kind.c_str());
-  for (const auto& [value, flag] : std::vector<std::pair<int64_t, std::string>>{
-           {o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {
+  for (const auto& [value, flag] :
+       std::vector<std::pair<int64_t, std::string>>{{o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {
     if (value <= 0) throw UsageError(fmt::format("--{} must be positive, got {}", flag, value));
   }
   return o;
@@ -289,30 +289,36 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"train", [](const std::string&, int argc, char** argv) {
+    {"train",
+     [](const std::string&, int argc, char** argv) {
        auto c = parse_train(argc, argv);
        return c ? run_in_world([&](const World& w) { return train_command(*c, w); }) : kExitOk;
      }},
-    {"eval", [](const std::string&, int argc, char** argv) {
+    {"eval",
+     [](const std::string&, int argc, char** argv) {
        auto o = parse_eval(argc, argv);
        return o ? run_in_world([&](const World& w) { return eval_command(*o, w); }) : kExitOk;
      }},
-    {"sample", [](const std::string&, int argc, char** argv) {
+    {"sample",
+     [](const std::string&, int argc, char** argv) {
        auto o = parse_sample(argc, argv);
        return o ? sample_command(*o) : kExitOk;
      }},
     {"latent-map", run_picture},
     {"manifold", run_picture},
     {"interpolate", run_picture},
-    {"trace", [](const std::string&, int argc, char** argv) {
+    {"trace",
+     [](const std::string&, int argc, char** argv) {
        auto o = parse_trace(argc, argv);
        return o ? trace_command(o->config, o->steps, o->out) : kExitOk;
      }},
-    {"export", [](const std::string&, int argc, char** argv) {
+    {"export",
+     [](const std::string&, int argc, char** argv) {
        auto o = parse_export(argc, argv);
        return o ? export_command(o->checkpoint, o->out, o->data_dir) : kExitOk;
      }},
-    {"inspect", [](const std::string&, int argc, char** argv) {
+    {"inspect",
+     [](const std::string&, int argc, char** argv) {
        auto ckpt = parse_inspect(argc, argv);
        return ckpt ? inspect_command(*ckpt) : kExitOk;
      }},

@@ -2,31 +2,31 @@
 
 #include <filesystem>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
-#include <torch/version.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
-#include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
 
-#include "vae_ddp/train/checkpoint.h"
-#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/app/runtime.h"
 #include "vae_ddp/base/digest.h"
-#include "vae_ddp/data/download.h"
 #include "vae_ddp/base/errors.h"
-#include "vae_ddp/train/evaluate.h"
-#include "vae_ddp/viz/images.h"
-#include "vae_ddp/data/mnist.h"
-#include "vae_ddp/io/npy.h"
-#include "vae_ddp/viz/pictures.h"
 #include "vae_ddp/base/rng.h"
 #include "vae_ddp/base/stop_signal.h"
-#include "vae_ddp/app/runtime.h"
+#include "vae_ddp/data/download.h"
+#include "vae_ddp/data/mnist.h"
+#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/io/files.h"
 #include "vae_ddp/io/json.h"
+#include "vae_ddp/io/npy.h"
+#include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/train/evaluate.h"
 #include "vae_ddp/train/trainer.h"
+#include "vae_ddp/viz/images.h"
+#include "vae_ddp/viz/pictures.h"
 
 namespace vae {
 
@@ -36,9 +36,10 @@ namespace {
 void check_world(const Config& c, const World& w) {
   if (c.world == 0 || c.world == w.size) return;
   if (!w.launched) {
-    throw UsageError(fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
-                                 "(or ./launch/train --np {} ...), or pass --world 1",
-                                 c.world, c.world, c.world));
+    throw UsageError(
+        fmt::format("--world {}: started without an MPI launcher; run `mpirun -np {} vae_ddp ...` "
+                    "(or ./launch/train --np {} ...), or pass --world 1",
+                    c.world, c.world, c.world));
   }
   throw UsageError(fmt::format("--world {}: the launcher started {} process(es); pass --world {} or leave it out",
                                c.world, w.size, w.size));
@@ -62,8 +63,9 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
                TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
                comm.name() == "nccl" ? " " + nccl_version() : "");
   spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
-               describe_architecture(c), parameters, name_of(c.precision), name_of(c.dataset) + " " + resolved_data_dir(c), train_images, test_images,
-               trainer.steps_per_epoch(), c.batch_size);
+               describe_architecture(c), parameters, name_of(c.precision),
+               name_of(c.dataset) + " " + resolved_data_dir(c), train_images, test_images, trainer.steps_per_epoch(),
+               c.batch_size);
   spdlog::info("step: {}", trainer.step_description());
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
 }
@@ -81,7 +83,6 @@ int64_t count_parameters(VAE& model) {
   for (const auto& p : model->parameters()) n += p.numel();
   return n;
 }
-
 
 }  // namespace
 
@@ -162,8 +163,7 @@ int train_command(const Config& c, const World& w) {
     }
     return kExitOk;
   }
-  spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt",
-               c.out_dir);
+  spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt", c.out_dir);
   return kExitOk;
 }
 
@@ -183,9 +183,10 @@ int eval_command(const EvalOptions& o, const World& w) {
     ckpt = std::make_unique<Checkpoint>(o.checkpoint, bytes, device);
     model = open_model(*ckpt, device);
     if (o.iw_samples > 0 && ckpt->config().recon_loss == ReconLoss::kMse) {
-      throw UsageError(fmt::format("--iw-samples: {} was trained with --recon-loss mse, which is not a likelihood; "
-                                   "the importance-weighted NLL needs a Bernoulli decoder (--recon-loss bce)",
-                                   o.checkpoint));
+      throw UsageError(
+          fmt::format("--iw-samples: {} was trained with --recon-loss mse, which is not a likelihood; "
+                      "the importance-weighted NLL needs a Bernoulli decoder (--recon-loss bce)",
+                      o.checkpoint));
     }
     test = load_dataset(data_config(ckpt->config(), o.data_dir, o.verify_md5), Split::kTest);
   });
@@ -239,8 +240,8 @@ int sample_command(const SampleOptions& o) {
   auto gen = make_generator(seed, Stream::kSample);
   auto z = torch::randn({o.n, model->latent_dim()}, gen, torch::kFloat32).to(device);  // [n, latent]
   if (o.label >= 0 && !ckpt.config().conditional) {
-    throw UsageError(fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label,
-                                 o.checkpoint));
+    throw UsageError(
+        fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label, o.checkpoint));
   }
   const ForwardExtras labels =
       o.label >= 0 ? ForwardExtras{torch::full({o.n}, o.label, torch::kInt64), {}} : cycling_labels(o.n);

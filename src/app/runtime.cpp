@@ -20,15 +20,17 @@ bool cuda_usable() { return torch::cuda::is_available(); }
 torch::Device resolve_device(DeviceKind device, int local_rank) {
   const bool cuda = cuda_usable();
   if (device == DeviceKind::kCuda && !cuda) {
-    throw UsageError("--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
-                     "use --device cpu, or build against a CUDA libtorch (README: CUDA build)");
+    throw UsageError(
+        "--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
+        "use --device cpu, or build against a CUDA libtorch (README: CUDA build)");
   }
   if (device == DeviceKind::kCpu || !cuda) return torch::Device(torch::kCPU);
   const auto gpus = static_cast<int>(torch::cuda::device_count());
   if (local_rank >= gpus) {
-    throw UsageError(fmt::format("--device {}: local rank {} needs GPU {}, but this node shows {} GPU(s); "
-                                 "launch at most {} rank(s) per node",
-                                 name_of(device), local_rank, local_rank, gpus, gpus));
+    throw UsageError(
+        fmt::format("--device {}: local rank {} needs GPU {}, but this node shows {} GPU(s); "
+                    "launch at most {} rank(s) per node",
+                    name_of(device), local_rank, local_rank, gpus, gpus));
   }
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }

@@ -22,75 +22,63 @@ const Field kFields[] = {
     {"dataset", &Config::dataset,
      "`mnist` or `fashion-mnist` (Debian's `dataset-fashion-mnist`, same format, 10 classes)"},
     {"data-dir", &Config::data_dir,
-     "the four IDX files, raw or `.gz`; empty = the dataset's usual place: `data/mnist` (filled by `./launch/setup`) or `/usr/share/datasets/fashion-mnist`"},
+     "the four IDX files, raw or `.gz`; empty = the dataset's usual place: `data/mnist` (filled by `./launch/setup`) "
+     "or `/usr/share/datasets/fashion-mnist`"},
     {"download", &Config::download,
-     "fetch missing files from the public MNIST mirrors (needs internet; MNIST only, `--dataset fashion-mnist` with it is an error)"},
-    {"verify-md5", &Config::verify_md5,
-     "check the files against the canonical MNIST md5"},
-    {"train-limit", &Config::train_limit,
-     "train on the first N images only (0 = all)"},
+     "fetch missing files from the public MNIST mirrors (needs internet; MNIST only, `--dataset fashion-mnist` with it "
+     "is an error)"},
+    {"verify-md5", &Config::verify_md5, "check the files against the canonical MNIST md5"},
+    {"train-limit", &Config::train_limit, "train on the first N images only (0 = all)"},
     {"binarize", &Config::binarize,
-     "`none`: pixels are intensities in [0, 1]; `dynamic`: each pixel is resampled as Bernoulli(intensity) every time an image is used (the literature's dynamically binarized MNIST, where BCE is a true likelihood); test images get one fixed binarization per image, from the seed, and `eval` uses it when the checkpoint was trained so"},
-    {"out-dir", &Config::out_dir,
-     "where every output goes"},
+     "`none`: pixels are intensities in [0, 1]; `dynamic`: each pixel is resampled as Bernoulli(intensity) every time "
+     "an image is used (the literature's dynamically binarized MNIST, where BCE is a true likelihood); test images get "
+     "one fixed binarization per image, from the seed, and `eval` uses it when the checkpoint was trained so"},
+    {"out-dir", &Config::out_dir, "where every output goes"},
     {"log-every", &Config::log_every,
      "a progress line every N steps when stdout is not a terminal (on a terminal, a live bar)"},
-    {"sample-every", &Config::sample_every,
-     "PNG grids every N epochs (and after the last)"},
-    {"checkpoint-every", &Config::checkpoint_every,
-     "keep `epoch_NNN.pt` every N epochs"},
-    {"keep-checkpoints", &Config::keep_checkpoints,
-     "keep the newest K `epoch_NNN.pt` (0 = all)"},
+    {"sample-every", &Config::sample_every, "PNG grids every N epochs (and after the last)"},
+    {"checkpoint-every", &Config::checkpoint_every, "keep `epoch_NNN.pt` every N epochs"},
+    {"keep-checkpoints", &Config::keep_checkpoints, "keep the newest K `epoch_NNN.pt` (0 = all)"},
     {"resume", &Config::resume,
-     "`auto`: continue from `<out-dir>/checkpoints/last.pt` if it exists (or, if it is damaged, the newest good `epoch_NNN.pt`); `none`: start afresh; or a checkpoint path"},
+     "`auto`: continue from `<out-dir>/checkpoints/last.pt` if it exists (or, if it is damaged, the newest good "
+     "`epoch_NNN.pt`); `none`: start afresh; or a checkpoint path"},
     {"requeue", &Config::requeue,
      "under Slurm, `scontrol requeue` the job after a stop-signal checkpoint (see Running on a cluster)"},
-    {"hidden-dims", &Config::hidden_dims,
-     "encoder widths, comma list (`512,256`); the decoder mirrors them"},
-    {"latent-dim", &Config::latent_dim,
-     "size of z"},
-    {"activation", &Config::activation,
-     "`relu`, `leaky_relu` (slope 0.01) or `tanh`, after every hidden layer"},
+    {"hidden-dims", &Config::hidden_dims, "encoder widths, comma list (`512,256`); the decoder mirrors them"},
+    {"latent-dim", &Config::latent_dim, "size of z"},
+    {"activation", &Config::activation, "`relu`, `leaky_relu` (slope 0.01) or `tanh`, after every hidden layer"},
     {"batch-norm", &Config::batch_norm,
      "BatchNorm after each hidden Linear (statistics of the global batch; see Model variants)"},
-    {"dropout", &Config::dropout,
-     "dropout probability after each hidden activation, training only"},
+    {"dropout", &Config::dropout, "dropout probability after each hidden activation, training only"},
     {"conditional", &Config::conditional,
      "conditional VAE: the one-hot label is appended to the encoder's and the decoder's input"},
     {"recon-loss", &Config::recon_loss,
      "`bce` (Bernoulli decoder) or `mse` (squared error of sigmoid(logits), summed over pixels)"},
-    {"epochs", &Config::epochs,
-     "train through this epoch"},
-    {"batch-size", &Config::batch_size,
-     "the **global** batch: images per optimizer step, all ranks together"},
-    {"lr", &Config::lr,
-     "learning rate"},
-    {"optimizer", &Config::optimizer,
-     "`adam` or `adamw`"},
+    {"epochs", &Config::epochs, "train through this epoch"},
+    {"batch-size", &Config::batch_size, "the **global** batch: images per optimizer step, all ranks together"},
+    {"lr", &Config::lr, "learning rate"},
+    {"optimizer", &Config::optimizer, "`adam` or `adamw`"},
     {"weight-decay", &Config::weight_decay,
      "`adam`: L2 term added to the gradient; `adamw`: decoupled decay (as `torch.optim.AdamW`)"},
     {"grad-clip", &Config::grad_clip,
      "clip the global gradient norm (after the all-reduce) to this, as `clip_grad_norm_` (0 = off)"},
-    {"seed", &Config::seed,
-     "initialisation, shuffling, noise and evaluation all derive from it"},
-    {"beta", &Config::beta,
-     "weight of the KL term"},
+    {"seed", &Config::seed, "initialisation, shuffling, noise and evaluation all derive from it"},
+    {"beta", &Config::beta, "weight of the KL term"},
     {"kl-schedule", &Config::kl_schedule,
-     "`constant`, `linear` (β ramps from 0 over `--kl-warmup-epochs`) or `cyclical` (`--kl-cycles` ramps, each over `--kl-ramp` of its cycle; Fu et al. 2019)"},
-    {"kl-warmup-epochs", &Config::kl_warmup_epochs,
-     "`linear`: epochs over which β ramps from 0"},
-    {"kl-cycles", &Config::kl_cycles,
-     "`cyclical`: ramps over the whole run"},
-    {"kl-ramp", &Config::kl_ramp,
-     "`cyclical`: fraction of each cycle spent ramping"},
-    {"threads", &Config::threads,
-     "intra-op threads (0 = cores / local ranks)"},
+     "`constant`, `linear` (β ramps from 0 over `--kl-warmup-epochs`) or `cyclical` (`--kl-cycles` ramps, each over "
+     "`--kl-ramp` of its cycle; Fu et al. 2019)"},
+    {"kl-warmup-epochs", &Config::kl_warmup_epochs, "`linear`: epochs over which β ramps from 0"},
+    {"kl-cycles", &Config::kl_cycles, "`cyclical`: ramps over the whole run"},
+    {"kl-ramp", &Config::kl_ramp, "`cyclical`: fraction of each cycle spent ramping"},
+    {"threads", &Config::threads, "intra-op threads (0 = cores / local ranks)"},
     {"world", &Config::world,
-     "number of processes (0 = what the launcher started, 1 without one); when given it must match: `--world 4` without `mpirun -np 4` is an error that says how to launch"},
+     "number of processes (0 = what the launcher started, 1 without one); when given it must match: `--world 4` "
+     "without `mpirun -np 4` is an error that says how to launch"},
     {"device", &Config::device,
      "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`"},
     {"precision", &Config::precision,
-     "`fp32`, `bf16` (CPU and CUDA), `fp16` (CUDA only, with dynamic loss scaling): autocast around forward and loss; weights and Adam state stay fp32"},
+     "`fp32`, `bf16` (CPU and CUDA), `fp16` (CUDA only, with dynamic loss scaling): autocast around forward and loss; "
+     "weights and Adam state stay fp32"},
     {"backend", &Config::backend,
      "gradient all-reduce: `nccl` (CUDA tensors) or `mpi` (CPU tensors); `auto` picks by device"},
     {"comm-timeout", &Config::comm_timeout,
@@ -147,16 +135,17 @@ T parse_whole(const std::string& text, const std::string& where, const char* wha
 }
 
 double parse_double(const std::string& text, const std::string& where) {
-  return parse_whole<double>(text, where, "a number", [](const std::string& t, size_t* used) { return std::stod(t, used); },
-                             [](double v) { return std::isfinite(v); });
+  return parse_whole<double>(
+      text, where, "a number", [](const std::string& t, size_t* used) { return std::stod(t, used); },
+      [](double v) { return std::isfinite(v); });
 }
 
 }  // namespace
 
 int64_t parse_int(const std::string& text, const std::string& where) {
-  return parse_whole<int64_t>(text, where, "an integer",
-                              [](const std::string& t, size_t* used) { return std::stoll(t, used); },
-                              [](int64_t) { return true; });
+  return parse_whole<int64_t>(
+      text, where, "an integer", [](const std::string& t, size_t* used) { return std::stoll(t, used); },
+      [](int64_t) { return true; });
 }
 
 bool parse_bool(const std::string& text, const std::string& where) {
@@ -187,8 +176,7 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 std::string field_to_string(const Config& c, const Field& f) {
   return std::visit(
-      Overloaded{[&](std::string Config::*m) { return c.*m; },
-                 [&](int64_t Config::*m) { return std::to_string(c.*m); },
+      Overloaded{[&](std::string Config::*m) { return c.*m; }, [&](int64_t Config::*m) { return std::to_string(c.*m); },
                  [&](double Config::*m) { return fmt::format("{}", c.*m); },
                  [&](bool Config::*m) { return std::string(c.*m ? "true" : "false"); },
                  [&](std::vector<int64_t> Config::*m) { return join(c.*m); },
@@ -235,7 +223,6 @@ template <class T>
 void require_non_negative(T value, const char* flag) {
   require(value >= 0, fmt::format("--{} must be >= 0, got {}", flag, value));
 }
-
 
 }  // namespace
 
@@ -354,7 +341,8 @@ std::string to_yaml(const Config& c) {
     if (auto m = std::get_if<std::vector<int64_t> Config::*>(&f.member)) {
       out << YAML::Flow << c.**m;
     } else if (!std::holds_alternative<int64_t Config::*>(f.member) &&
-               !std::holds_alternative<double Config::*>(f.member) && !std::holds_alternative<bool Config::*>(f.member)) {
+               !std::holds_alternative<double Config::*>(f.member) &&
+               !std::holds_alternative<bool Config::*>(f.member)) {
       out << YAML::DoubleQuoted << field_to_string(c, f);
     } else {
       out << field_to_string(c, f);

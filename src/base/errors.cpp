@@ -12,9 +12,7 @@ std::string error_line(const std::exception& e) {
   return msg.substr(0, msg.find('\n'));
 }
 
-int exit_code_for(const std::exception& e) {
-  return dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitRuntime;
-}
+int exit_code_for(const std::exception& e) { return dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitRuntime; }
 
 void print_error(const std::string& line, int rank) {
   if (rank > 0) {

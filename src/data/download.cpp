@@ -75,9 +75,10 @@ void download_mnist(const std::string& dir) {
       }
       if (!error.empty()) {
         std::filesystem::remove(target + ".part", ec);
-        throw std::runtime_error(fmt::format("--download: could not fetch {}.gz from any mirror (last error: {}); "
-                                             "offline, put the four files in the data directory (./launch/setup does)",
-                                             name, error));
+        throw std::runtime_error(
+            fmt::format("--download: could not fetch {}.gz from any mirror (last error: {}); "
+                        "offline, put the four files in the data directory (./launch/setup does)",
+                        name, error));
       }
       std::filesystem::rename(target + ".part", target);
     }
@@ -88,8 +89,10 @@ void download_mnist(const std::string& dir) {
 #else  // !VAE_WITH_DOWNLOAD
 
 void download_mnist(const std::string& dir) {
-  throw UsageError(fmt::format("--download: this vae_ddp was built without libcurl (libcurl4-openssl-dev); put the "
-                               "four MNIST files in {} (./launch/setup does)", dir));
+  throw UsageError(
+      fmt::format("--download: this vae_ddp was built without libcurl (libcurl4-openssl-dev); put the "
+                  "four MNIST files in {} (./launch/setup does)",
+                  dir));
 }
 
 #endif  // VAE_WITH_DOWNLOAD

@@ -46,16 +46,17 @@ void check_md5(const std::vector<uint8_t>& bytes, const std::string& expected, c
                DatasetKind dataset) {
   const std::string got = md5_hex(bytes.data(), bytes.size());
   if (got != expected) {
-    throw UsageError(fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the {} file; "
-                                 "delete it and re-run setup, or pass --verify-md5=false)",
-                                 path, expected, got, name_of(dataset)));
+    throw UsageError(
+        fmt::format("{}: md5 mismatch: expected {}, got {} (damaged or not the {} file; "
+                    "delete it and re-run setup, or pass --verify-md5=false)",
+                    path, expected, got, name_of(dataset)));
   }
 }
 
 // `<dir>/<name>` if present, else `<dir>/<name>.gz`; throws naming both when neither exists.
 std::string where_to_get(DatasetKind dataset) {
   return dataset == DatasetKind::kFashionMnist ? "install Debian's dataset-fashion-mnist package, or pass --data-dir"
-                                    : "run ./launch/train to fetch MNIST, or pass --download";
+                                               : "run ./launch/train to fetch MNIST, or pass --download";
 }
 
 std::string locate(const std::string& dir, const std::string& name, DatasetKind dataset) {
@@ -65,8 +66,7 @@ std::string locate(const std::string& dir, const std::string& name, DatasetKind 
   throw UsageError(fmt::format("--data-dir {}: missing {} (or {}.gz); {}", dir, name, name, where_to_get(dataset)));
 }
 
-torch::Tensor load_file(DatasetKind dataset, const std::string& dir, Split split, bool labels,
-                        bool verify_md5) {
+torch::Tensor load_file(DatasetKind dataset, const std::string& dir, Split split, bool labels, bool verify_md5) {
   const std::string path = locate(dir, mnist_file_name(split, labels), dataset);
   const auto bytes = read_all(path);
   if (verify_md5) check_md5(bytes, dataset_md5(dataset, split, labels), path, dataset);
@@ -80,8 +80,9 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
   const uint32_t magic = big_endian_u32(bytes.data());
   const uint32_t expected_magic = 0x800u + static_cast<uint32_t>(expected_rank);
   if (magic != expected_magic) {
-    throw UsageError(fmt::format("{}: not an IDX file of unsigned bytes with {} dimension(s): magic 0x{:08x}, expected 0x{:08x}",
-                                 path, expected_rank, magic, expected_magic));
+    throw UsageError(
+        fmt::format("{}: not an IDX file of unsigned bytes with {} dimension(s): magic 0x{:08x}, expected 0x{:08x}",
+                    path, expected_rank, magic, expected_magic));
   }
   const size_t header = 4 + 4 * static_cast<size_t>(expected_rank);
   if (bytes.size() < header) throw UsageError(fmt::format("{}: truncated IDX header", path));
@@ -93,18 +94,18 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
     const auto dim = static_cast<size_t>(shape.back());
     // Checked: dimensions whose product exceeds the file cannot be right (and must not overflow).
     if (dim != 0 && payload > available / dim) {
-      throw UsageError(fmt::format("{}: truncated: header dimensions promise more data than the file's {} bytes", path,
-                                   available));
+      throw UsageError(
+          fmt::format("{}: truncated: header dimensions promise more data than the file's {} bytes", path, available));
     }
     payload *= dim;
   }
   if (bytes.size() - header < payload) {
-    throw UsageError(fmt::format("{}: truncated: header promises {} data bytes, file has {}", path, payload,
-                                 bytes.size() - header));
+    throw UsageError(
+        fmt::format("{}: truncated: header promises {} data bytes, file has {}", path, payload, bytes.size() - header));
   }
   if (bytes.size() - header > payload) {
-    throw UsageError(fmt::format("{}: {} bytes after the data the header describes", path,
-                                 bytes.size() - header - payload));
+    throw UsageError(
+        fmt::format("{}: {} bytes after the data the header describes", path, bytes.size() - header - payload));
   }
   auto t = torch::empty(shape, torch::kUInt8);
   if (payload > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, payload);  // empty: no data pointer
@@ -170,8 +171,8 @@ Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, b
   auto labels = load_file(dataset, dir, split, /*labels=*/true, verify_md5);   // [N] uint8
   const std::string images_path = dir + "/" + mnist_file_name(split, false);
   if (images.size(1) != kImageSide || images.size(2) != kImageSide) {
-    throw UsageError(fmt::format("{}: images are {}x{}, expected {}x{}", images_path, images.size(1),
-                                 images.size(2), kImageSide, kImageSide));
+    throw UsageError(fmt::format("{}: images are {}x{}, expected {}x{}", images_path, images.size(1), images.size(2),
+                                 kImageSide, kImageSide));
   }
   if (images.size(0) != labels.size(0)) {
     throw UsageError(fmt::format("--data-dir {}: {} has {} images but {} has {} labels", dir,
@@ -186,8 +187,7 @@ Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, b
     labels = labels.slice(/*dim=*/0, 0, limit);
   }
   // Converted once: [N, 784] float in [0,1]; batches are gathered rows of this tensor.
-  return {images.reshape({-1, kImagePixels}).to(torch::kFloat32).div_(255.0).contiguous(),
-          labels.to(torch::kInt64)};
+  return {images.reshape({-1, kImagePixels}).to(torch::kFloat32).div_(255.0).contiguous(), labels.to(torch::kInt64)};
 }
 
 }  // namespace vae

@@ -18,18 +18,18 @@ class LocalCommunicator : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_local_communicator(const World& w) {
-  return std::make_unique<LocalCommunicator>(w);
-}
+std::unique_ptr<Communicator> make_local_communicator(const World& w) { return std::make_unique<LocalCommunicator>(w); }
 
 std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend, torch::Device device,
                                                 std::chrono::seconds timeout) {
   const bool cuda = device.is_cuda();
   if (backend == Backend::kNccl || (backend == Backend::kAuto && cuda)) {
-    if (!cuda) throw UsageError("--backend nccl: NCCL reduces CUDA tensors; use --device cuda, or --backend mpi on CPU");
+    if (!cuda)
+      throw UsageError("--backend nccl: NCCL reduces CUDA tensors; use --device cuda, or --backend mpi on CPU");
     if (!built_with_nccl()) {
-      throw UsageError("--backend nccl: this vae_ddp was built without NCCL (configure with the CUDA toolkit "
-                       "or NCCL_ROOT; README: CUDA build)");
+      throw UsageError(
+          "--backend nccl: this vae_ddp was built without NCCL (configure with the CUDA toolkit "
+          "or NCCL_ROOT; README: CUDA build)");
     }
     if (w.size == 1 && backend == Backend::kAuto) return make_local_communicator(w);
     return make_nccl_communicator(w, device, timeout);

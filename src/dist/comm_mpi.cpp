@@ -22,8 +22,8 @@ class MpiCommunicator : public Communicator {
   void allreduce_sum(torch::Tensor& t) override {
     require_cpu_contiguous(t, "all-reduce");
     Watchdog::Scope watch(watchdog_, "MPI all-reduce");
-    MPI_CHECK_WITH(watchdog_.fail, MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()),
-                                                 mpi_type(t), MPI_SUM, MPI_COMM_WORLD));
+    MPI_CHECK_WITH(watchdog_.fail, MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t),
+                                                 MPI_SUM, MPI_COMM_WORLD));
   }
 
   void broadcast(torch::Tensor& t, int root) override {
@@ -38,7 +38,8 @@ class MpiCommunicator : public Communicator {
  private:
   static void require_cpu_contiguous(const torch::Tensor& t, const char* what) {
     if (!t.device().is_cpu() || !t.is_contiguous() || t.numel() > std::numeric_limits<int>::max()) {
-      throw std::invalid_argument(fmt::format("MPI backend {}: needs a contiguous CPU tensor of < 2^31 elements", what));
+      throw std::invalid_argument(
+          fmt::format("MPI backend {}: needs a contiguous CPU tensor of < 2^31 elements", what));
     }
   }
   Watchdog watchdog_;

@@ -44,13 +44,11 @@ void cuda_check(cudaError_t rc, const char* call, const char* file, int line) {
 
 void nccl_check(ncclResult_t rc, const char* call, const char* file, int line) {
   if (rc == ncclSuccess) return;
-  throw std::runtime_error(fmt::format("NCCL error in {} at {}:{}: {} ({})", call, file, line,
-                                       ncclGetErrorString(rc), ncclGetLastError(nullptr)));
+  throw std::runtime_error(fmt::format("NCCL error in {} at {}:{}: {} ({})", call, file, line, ncclGetErrorString(rc),
+                                       ncclGetLastError(nullptr)));
 }
 
-ncclDataType_t nccl_type(const torch::Tensor& t) {
-  return dtype_code(t, "NCCL", ncclFloat32, ncclFloat64, ncclInt64);
-}
+ncclDataType_t nccl_type(const torch::Tensor& t) { return dtype_code(t, "NCCL", ncclFloat32, ncclFloat64, ncclInt64); }
 
 // The stream libtorch computes on for `device`: the collectives go there.
 cudaStream_t compute_stream(int device) {
@@ -94,16 +92,16 @@ class NcclCommunicator : public Communicator {
   void allreduce_sum(torch::Tensor& t) override {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
-    NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum,
-                             comm_, stream));
+    NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
+                             stream));
     track(stream, "NCCL all-reduce");
   }
 
   void broadcast(torch::Tensor& t, int root) override {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
-    NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), root, comm_,
-                             stream));
+    NCCL_CHECK(
+        ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), root, comm_, stream));
     track(stream, "NCCL broadcast");
   }
 

@@ -72,10 +72,10 @@ void check_replicas_agree(const World& w, const std::vector<torch::Tensor>& para
   const auto [lo, hi] = allreduce_min_max(w, mine);
   run_collectively(w, [&, lo = lo, hi = hi] {
     if (lo == hi) return;
-    throw std::runtime_error(fmt::format("ranks diverged: parameter checksums differ across ranks {} (this rank {:#x}, "
-                                         "range {:#x}..{:#x}); stopping rather than training inconsistent replicas",
-                                         when, static_cast<uint64_t>(mine), static_cast<uint64_t>(lo),
-                                         static_cast<uint64_t>(hi)));
+    throw std::runtime_error(
+        fmt::format("ranks diverged: parameter checksums differ across ranks {} (this rank {:#x}, "
+                    "range {:#x}..{:#x}); stopping rather than training inconsistent replicas",
+                    when, static_cast<uint64_t>(mine), static_cast<uint64_t>(lo), static_cast<uint64_t>(hi)));
   });
 }
 

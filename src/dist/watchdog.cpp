@@ -41,8 +41,7 @@ void Watchdog::fail(const std::string& message) {
     // Another thread is already ending the job.
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
-  print_error(fmt::format("{} (host {}, rank {} of {})", message, world_.host, world_.rank, world_.size),
-              world_.rank);
+  print_error(fmt::format("{} (host {}, rank {} of {})", message, world_.host, world_.rank, world_.size), world_.rank);
   if (before_abort_) before_abort_();
   abort_job(world_, kExitRuntime);
 }
@@ -55,8 +54,8 @@ void Watchdog::loop() {
     if (armed_what_ && std::chrono::steady_clock::now() - armed_at_ > timeout_) {
       const std::string what = armed_what_;
       lock.unlock();
-      fail(fmt::format("{} did not complete within {} s: a peer rank stopped answering or died (--comm-timeout)",
-                       what, timeout_.count()));
+      fail(fmt::format("{} did not complete within {} s: a peer rank stopped answering or died (--comm-timeout)", what,
+                       timeout_.count()));
     }
     if (poll_) {
       lock.unlock();

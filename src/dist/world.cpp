@@ -134,8 +134,9 @@ bool built_with_mpi() { return false; }
 WorldSession::WorldSession() {
   world_.host = host_name();
   if (started_by_launcher()) {
-    throw UsageError("started by an MPI launcher, but this vae_ddp was built with VAE_WITH_MPI=OFF; "
-                     "rebuild with MPI or run it without mpirun");
+    throw UsageError(
+        "started by an MPI launcher, but this vae_ddp was built with VAE_WITH_MPI=OFF; "
+        "rebuild with MPI or run it without mpirun");
   }
 }
 WorldSession::~WorldSession() = default;
@@ -150,9 +151,7 @@ void abort_job(const World&, int code) {
 }
 
 namespace {
-std::pair<int, int> agree_on_failure(const World& w, int local_code) {
-  return {local_code, local_code ? w.rank : -1};
-}
+std::pair<int, int> agree_on_failure(const World& w, int local_code) { return {local_code, local_code ? w.rank : -1}; }
 }  // namespace
 
 #endif

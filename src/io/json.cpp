@@ -46,7 +46,9 @@ JsonObject& JsonObject::add_raw(const std::string& key, std::string json) {
   return *this;
 }
 
-JsonObject& JsonObject::add(const std::string& key, const std::string& value) { return add_raw(key, json_string(value)); }
+JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
+  return add_raw(key, json_string(value));
+}
 
 JsonObject& JsonObject::add(const std::string& key, const std::vector<int64_t>& values) {
   return add_raw(key, json_array(values, [](int64_t v) { return json_number(v); }));

@@ -38,8 +38,7 @@ MetricsWriter::MetricsWriter(std::string path, int64_t keep_through) : path_(std
 void MetricsWriter::append(const EpochMetrics& m) {
   std::ofstream out(path_, std::ios::app);
   out << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6g},{:.6f},{:.6f},{:.6f},{:.1f},{:.3f}\n", m.epoch, m.train_loss,
-                     m.train_bce, m.train_kld, m.beta, m.test_loss, m.test_bce, m.test_kld, m.images_per_s,
-                     m.seconds);
+                     m.train_bce, m.train_kld, m.beta, m.test_loss, m.test_bce, m.test_kld, m.images_per_s, m.seconds);
   out.flush();
   if (!out) throw std::runtime_error(fmt::format("{}: cannot append", path_));
 }

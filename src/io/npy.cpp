@@ -24,8 +24,8 @@ void write_npy(const std::string& path, const torch::Tensor& t) {
   std::string shape;
   for (int64_t d : c.sizes()) shape += std::to_string(d) + ", ";
   if (c.dim() > 1) shape.resize(shape.size() - 1);  // (3, 4) but (3,) for one dimension
-  std::string header = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr(c.scalar_type()),
-                                   shape);
+  std::string header =
+      fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr(c.scalar_type()), shape);
   // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple
   // of 64 and ended by a newline.
   const size_t unpadded = 10 + header.size() + 1;

@@ -29,8 +29,8 @@ std::string render_progress(int64_t epoch, int64_t epochs, int64_t done, int64_t
   const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
   const std::string eta = rate > 0 ? clock_text(static_cast<double>(total - done) / rate) : "?";
   return fmt::format("epoch {}/{} [{}{}] {:3.0f}%  {}/{}  {:.0f} img/s  loss {:.2f}  ETA {}", epoch, epochs,
-                     std::string(static_cast<size_t>(filled), '#'), std::string(static_cast<size_t>(width - filled), '-'),
-                     100 * frac, done, total, rate, loss, eta);
+                     std::string(static_cast<size_t>(filled), '#'),
+                     std::string(static_cast<size_t>(width - filled), '-'), 100 * frac, done, total, rate, loss, eta);
 }
 
 bool stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }

@@ -98,7 +98,8 @@ EventWriter::EventWriter(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   char host[256] = "localhost";
   gethostname(host, sizeof(host) - 1);
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
   path_ = fmt::format("{}/events.out.tfevents.{}.{}", dir, now.count(), host);
   // A second writer in the same second (a quick resume) must not overwrite the first.
   for (int k = 1; std::filesystem::exists(path_); ++k) {

@@ -7,9 +7,7 @@ namespace F = torch::nn::functional;
 namespace {
 
 // bf16/fp16 -> fp32; fp32 and fp64 as they are.
-torch::Tensor at_least_fp32(const torch::Tensor& t) {
-  return t.element_size() < 4 ? t.to(torch::kFloat32) : t;
-}
+torch::Tensor at_least_fp32(const torch::Tensor& t) { return t.element_size() < 4 ? t.to(torch::kFloat32) : t; }
 
 }  // namespace
 
@@ -19,8 +17,8 @@ torch::Tensor kl_divergence(const torch::Tensor& mu, const torch::Tensor& logvar
 }
 
 torch::Tensor bernoulli_nll(const torch::Tensor& logits, const torch::Tensor& x) {
-  return F::binary_cross_entropy_with_logits(
-             logits, x, F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+  return F::binary_cross_entropy_with_logits(logits, x,
+                                             F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
       .sum(/*dim=*/1);
 }
 

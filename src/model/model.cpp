@@ -135,8 +135,7 @@ torch::Tensor VAEImpl::with_label(const torch::Tensor& h, const ForwardExtras& e
   return torch::cat({h, onehot}, /*dim=*/1);
 }
 
-torch::Tensor VAEImpl::run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras,
-                           size_t first_mask) {
+torch::Tensor VAEImpl::run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras, size_t first_mask) {
   size_t mask = first_mask;
   for (auto& m : *seq) {
     h = m.forward(h);

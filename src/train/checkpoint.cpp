@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <regex>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -49,14 +49,17 @@ std::string with_trailer(std::string bytes) {
 // The archive inside `bytes`; throws UsageError naming `path` when the trailer is missing
 // or does not match.
 std::string verified_payload(const std::string& path, const std::string& bytes) {
-  if (bytes.size() < kTrailerSize || bytes.compare(bytes.size() - kTrailerSize, kMagicBytes, kTrailerMagic, kMagicBytes) != 0) {
-    throw UsageError(fmt::format("checkpoint {}: no vae_ddp checksum at its end: truncated, written by an older "
-                                 "vae_ddp, or not a vae_ddp checkpoint",
-                                 path));
+  if (bytes.size() < kTrailerSize ||
+      bytes.compare(bytes.size() - kTrailerSize, kMagicBytes, kTrailerMagic, kMagicBytes) != 0) {
+    throw UsageError(
+        fmt::format("checkpoint {}: no vae_ddp checksum at its end: truncated, written by an older "
+                    "vae_ddp, or not a vae_ddp checkpoint",
+                    path));
   }
   uint64_t n = 0;
   const size_t length_at = bytes.size() - kLengthBytes - kDigestBytes;
-  for (size_t i = 0; i < kLengthBytes; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[length_at + i])) << (8 * i);
+  for (size_t i = 0; i < kLengthBytes; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[length_at + i])) << (8 * i);
   std::string payload = bytes.substr(0, bytes.size() - kTrailerSize);
   if (n != payload.size() || sha256_raw(payload) != bytes.substr(bytes.size() - kDigestBytes)) {
     throw UsageError(fmt::format("checkpoint {}: checksum mismatch: the file is corrupt", path));
@@ -140,8 +143,9 @@ void save_checkpoint(const std::string& path, VAE& model, const FlatAdam& adam, 
   root.write("loss_scale", torch::tensor(progress.scaler.scale, torch::kFloat64));
   root.write("scale_growth_tracker", torch::tensor(progress.scaler.growth_tracker));
   root.write("step_in_epoch", torch::tensor(progress.step_in_epoch));
-  root.write("partial_sums", torch::tensor(std::vector<double>(progress.partial_sums.begin(), progress.partial_sums.end()),
-                                           torch::kFloat64));
+  root.write(
+      "partial_sums",
+      torch::tensor(std::vector<double>(progress.partial_sums.begin(), progress.partial_sums.end()), torch::kFloat64));
   root.write("partial_seconds", torch::tensor(progress.partial_seconds, torch::kFloat64));
 
   std::string bytes;
@@ -245,8 +249,8 @@ Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, t
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
-    throw UsageError(fmt::format("checkpoint {}: corrupt, truncated or not a vae_ddp checkpoint ({})", path,
-                                 error_line(e)));
+    throw UsageError(
+        fmt::format("checkpoint {}: corrupt, truncated or not a vae_ddp checkpoint ({})", path, error_line(e)));
   }
 }
 
@@ -301,9 +305,10 @@ void Checkpoint::restore_rng() const {
 
 void check_resumable(const Checkpoint& ckpt, const Config& config) {
   if (same_architecture(ckpt.config(), config)) return;
-  throw UsageError(fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
-                               "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
-                               ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
+  throw UsageError(
+      fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
+                  "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
+                  ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
 }
 
 }  // namespace vae

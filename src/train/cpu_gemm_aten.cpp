@@ -13,8 +13,10 @@ void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
   torch::NoGradGuard no_grad;
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
   // The operands are only read; from_blob wraps them without copying.
-  auto A = torch::from_blob(const_cast<float*>(a), op.trans_a ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k}, f32);
-  auto B = torch::from_blob(const_cast<float*>(b), op.trans_b ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, f32);
+  auto A = torch::from_blob(const_cast<float*>(a), op.trans_a ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k},
+                            f32);
+  auto B = torch::from_blob(const_cast<float*>(b), op.trans_b ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n},
+                            f32);
   if (op.trans_a) A = A.t();  // [M, K]
   if (op.trans_b) B = B.t();  // [K, N]
   auto C = torch::from_blob(c, {m, n}, f32);

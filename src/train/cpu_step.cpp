@@ -28,7 +28,7 @@ torch::Tensor linear_backward(const torch::Tensor& g, const torch::Tensor& in, c
   cpu::GemmOp t_a;
   t_a.trans_a = true;
   cpu::gemm(t_a, n, k, b, f32(g), f32(in), nullptr, f32(w.grad()));  // dW [N, K] = g^T · in
-  at::sum_out(lin->bias.mutable_grad(), g, /*dim=*/{0});               // db [N]
+  at::sum_out(lin->bias.mutable_grad(), g, /*dim=*/{0});             // db [N]
   if (!need_input_grad) return {};
   auto gin = torch::empty({b, k}, g.options());
   cpu::gemm(cpu::GemmOp{}, b, k, n, f32(g), f32(w), nullptr, f32(gin));  // [B, K] = g · W
@@ -50,13 +50,14 @@ torch::Tensor latent_backward(const torch::Tensor& dz, const torch::Tensor& stat
 }  // namespace
 
 bool CpuStep::supports(const ModelOptions& o) {
-  return o.activation == Activation::kRelu && !o.batch_norm && o.dropout == 0 && !o.conditional && o.recon_loss == ReconLoss::kBce;
+  return o.activation == Activation::kRelu && !o.batch_norm && o.dropout == 0 && !o.conditional &&
+         o.recon_loss == ReconLoss::kBce;
 }
 
 CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_dim()) {
   for (const auto& p : model->parameters()) {
-    TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() &&
-                    p.grad().defined() && p.grad().is_contiguous(),
+    TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() && p.grad().defined() &&
+                    p.grad().is_contiguous(),
                 "CpuStep: needs contiguous fp32 CPU parameters with gradient buffers");
   }
 }
@@ -75,8 +76,8 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
   for (const auto& lin : layers_.encoder) enc.push_back(linear(enc.back(), lin, /*relu=*/true));
   const auto stats = linear(enc.back(), layers_.head, /*relu=*/false);  // [B, 2L]
   const auto mu = stats.narrow(/*dim=*/1, 0, latent_), logvar = stats.narrow(1, latent_, latent_);
-  const auto sd = (0.5 * logvar).exp();                              // [B, L]
-  const auto z = torch::addcmul(mu, sd, eps);                        // mu + sd * eps
+  const auto sd = (0.5 * logvar).exp();                               // [B, L]
+  const auto z = torch::addcmul(mu, sd, eps);                         // mu + sd * eps
   auto kld = -0.5 * (1 + logvar - mu.square() - sd.square()).sum(1);  // [B]
   std::vector<torch::Tensor> dec = {z};
   const size_t last = layers_.decoder.size() - 1;
@@ -85,7 +86,7 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
 
   // Bernoulli NLL from logits, and its gradient (sigmoid(l) - x) / global_batch.
   auto bce = torch::addcmul(torch::softplus(logits), logits, x, /*value=*/-1).sum(1);  // [B]
-  auto g = torch::sigmoid(logits).sub_(x).mul_(c);                                   // [B, 784]
+  auto g = torch::sigmoid(logits).sub_(x).mul_(c);                                     // [B, 784]
   forward_timer.reset();
   Profiler::Scope backward_timer(prof, Phase::kBackward);
 

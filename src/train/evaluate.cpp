@@ -4,9 +4,9 @@
 #include <limits>
 #include <vector>
 
+#include "vae_ddp/base/rng.h"
 #include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/loss.h"
-#include "vae_ddp/base/rng.h"
 
 namespace vae {
 
@@ -50,12 +50,13 @@ torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tenso
                           const torch::Tensor& eps, const torch::Tensor& labels) {
   const int64_t m = eps.size(0), s = eps.size(1), latent = eps.size(2);
   auto z = mu.unsqueeze(1) + torch::exp(0.5 * logvar).unsqueeze(1) * eps;  // [m, s, L]
-  const ForwardExtras repeated{labels.repeat_interleave(s)};  // each image's label for its s samples
+  const ForwardExtras repeated{labels.repeat_interleave(s)};               // each image's label for its s samples
   auto logits = model->decode(z.reshape({m * s, latent}), repeated).reshape({m, s, kImagePixels});
   auto target = x.unsqueeze(1).expand({m, s, kImagePixels});
-  auto bce = torch::nn::functional::binary_cross_entropy_with_logits(
-                 logits, target, torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
-                 .sum(2);  // [m, s]: -log p(x|z)
+  auto bce =
+      torch::nn::functional::binary_cross_entropy_with_logits(
+          logits, target, torch::nn::functional::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone))
+          .sum(2);  // [m, s]: -log p(x|z)
   return -bce - 0.5 * z.square().sum(2) + 0.5 * eps.square().sum(2) + 0.5 * logvar.sum(1, /*keepdim=*/true);
 }
 
@@ -66,7 +67,7 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
   EvalMode eval(model);
   const int rank = comm.world().rank, world = comm.world().size;
   const int64_t n = data.size(), latent = model->latent_dim();
-  const int64_t chunk = std::min(samples, kRowsPerDecode);         // samples per decode
+  const int64_t chunk = std::min(samples, kRowsPerDecode);                 // samples per decode
   const int64_t per_batch = std::max<int64_t>(1, kRowsPerDecode / chunk);  // images per decode
   auto total = torch::zeros({1}, torch::dtype(torch::kFloat64).device(device));
   const auto mine = torch::arange(rank, n, world, torch::kInt64);  // this rank's images

@@ -8,8 +8,9 @@ namespace {
 
 // The fused update on the CPU: one pass reading p, g, m, v and writing p, m, v. Built for
 // AVX-512, AVX2 and baseline x86-64; the loader picks the best this CPU runs.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_cpu(float* p, const float* g, float* m, float* v, int64_t n, float beta1, float beta2, float eps,
-              float step_size, float sqrt_bc2) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void adam_cpu(float* p, const float* g, float* m, float* v,
+                                                                           int64_t n, float beta1, float beta2,
+                                                                           float eps, float step_size, float sqrt_bc2) {
   const float one_minus_b1 = 1.0f - beta1, one_minus_b2 = 1.0f - beta2;
 #pragma omp parallel for simd schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
@@ -34,9 +35,8 @@ FlatAdam::FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions option
 }
 
 void FlatAdam::load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps) {
-  TORCH_CHECK(exp_avg.numel() == exp_avg_.numel() && exp_avg_sq.numel() == exp_avg_sq_.numel(),
-              "Adam state holds ", exp_avg.numel(), " and ", exp_avg_sq.numel(), " values, the parameters ",
-              exp_avg_.numel());
+  TORCH_CHECK(exp_avg.numel() == exp_avg_.numel() && exp_avg_sq.numel() == exp_avg_sq_.numel(), "Adam state holds ",
+              exp_avg.numel(), " and ", exp_avg_sq.numel(), " values, the parameters ", exp_avg_.numel());
   TORCH_CHECK(steps >= 0, "Adam step count ", steps, " is negative");
   torch::NoGradGuard no_grad;
   exp_avg_.copy_(exp_avg.reshape({-1}));
@@ -60,9 +60,8 @@ void FlatAdam::step() {
   }
   if (flat_params_.device().is_cpu()) {
     adam_cpu(flat_params_.data_ptr<float>(), flat_grads_.data_ptr<float>(), exp_avg_.data_ptr<float>(),
-             exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1),
-             static_cast<float>(beta2), static_cast<float>(options_.eps), static_cast<float>(step_size),
-             static_cast<float>(std::sqrt(bc2)));
+             exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
+             static_cast<float>(options_.eps), static_cast<float>(step_size), static_cast<float>(std::sqrt(bc2)));
     return;
   }
   // Elsewhere (CUDA): torch::optim::Adam's ops, once over the whole flat buffers.

@@ -44,8 +44,8 @@ void RunOutputs::begin_epoch(int64_t epoch, int64_t images) {
 
 void RunOutputs::log_step(int64_t epoch, int64_t done_images, int64_t global_step, const StepLosses& l) {
   if (tb_) {
-    for (const auto& [tag, v] : {std::pair{"step/loss", l.loss}, {"step/bce", l.bce}, {"step/kld", l.kld},
-                                 {"step/beta", l.beta}}) {
+    for (const auto& [tag, v] :
+         {std::pair{"step/loss", l.loss}, {"step/bce", l.bce}, {"step/kld", l.kld}, {"step/beta", l.beta}}) {
       tb_->scalar(tag, v, global_step);
     }
   }
@@ -60,21 +60,22 @@ void RunOutputs::end_epoch(int64_t epoch, const EpochStats& train, const EvalRes
     if (config_.sample_every > 0 && (epoch % config_.sample_every == 0 || epoch == config_.epochs)) {
       write_images(epoch);
     }
-    metrics_->append({epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips,
-                      train.seconds});
+    metrics_->append(
+        {epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips, train.seconds});
     if (plots_available()) write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
-    const std::pair<const char*, double> scalars[] = {
-        {"epoch/train_loss", train.loss}, {"epoch/train_bce", train.bce}, {"epoch/train_kld", train.kld},
-        {"epoch/beta", train.beta},       {"epoch/test_loss", test.loss}, {"epoch/test_bce", test.bce},
-        {"epoch/test_kld", test.kld},     {"epoch/images_per_s", ips}};
+    const std::pair<const char*, double> scalars[] = {{"epoch/train_loss", train.loss}, {"epoch/train_bce", train.bce},
+                                                      {"epoch/train_kld", train.kld},   {"epoch/beta", train.beta},
+                                                      {"epoch/test_loss", test.loss},   {"epoch/test_bce", test.bce},
+                                                      {"epoch/test_kld", test.kld},     {"epoch/images_per_s", ips}};
     for (const auto& [tag, v] : scalars) tb_->scalar(tag, v, epoch);
     tb_->flush();
     write_checkpoints(epoch);
   }
-  spdlog::info("==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "
-               "{:.2f} s  {:.0f} img/s{}",
-               epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips,
-               train.skipped_steps ? fmt::format("  ({} fp16 steps skipped)", train.skipped_steps) : "");
+  spdlog::info(
+      "==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "
+      "{:.2f} s  {:.0f} img/s{}",
+      epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips,
+      train.skipped_steps ? fmt::format("  ({} fp16 steps skipped)", train.skipped_steps) : "");
 }
 
 void RunOutputs::save_last(int64_t epoch) {
@@ -83,8 +84,8 @@ void RunOutputs::save_last(int64_t epoch) {
 
 void RunOutputs::write_images(int64_t epoch) {
   EvalMode eval(model_);
-  auto samples = torch::sigmoid(model_->decode(sample_z_, cycling_labels(kSampleCount)))
-                     .view({-1, kImageSide, kImageSide});
+  auto samples =
+      torch::sigmoid(model_->decode(sample_z_, cycling_labels(kSampleCount))).view({-1, kImageSide, kImageSide});
   const auto grid = make_grid(samples, /*cols=*/8);
   const std::string png = encode_png(grid);
   write_file_atomic(epoch_file(config_.out_dir + "/samples", epoch, "png"), png);

@@ -69,11 +69,12 @@ std::string why_not_fast(const Config& c, const ModelOptions& o, torch::Device d
 
 }  // namespace
 
-StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision,
-                       const LossScaler& scaler, Profiler& profiler) {
+StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision, const LossScaler& scaler,
+                       Profiler& profiler) {
   const std::string why = why_not_fast(c, model->options(), device, precision);
   if (why.empty()) {
-    return {std::make_unique<CpuFastStep>(model, profiler), fmt::format("CPU fast path ({} GEMMs)", cpu::gemm_library())};
+    return {std::make_unique<CpuFastStep>(model, profiler),
+            fmt::format("CPU fast path ({} GEMMs)", cpu::gemm_library())};
   }
   return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == ReconLoss::kMse, scaler, profiler),
           fmt::format("autograd ({})", why)};

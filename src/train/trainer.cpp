@@ -60,9 +60,7 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   outputs_ = std::make_unique<RunOutputs>(is_root(), config_, model_, *adam_, progress_, test_);
 }
 
-int64_t Trainer::steps_per_epoch() const {
-  return vae::steps_per_epoch(train_.size(), config_.batch_size);
-}
+int64_t Trainer::steps_per_epoch() const { return vae::steps_per_epoch(train_.size(), config_.batch_size); }
 
 void Trainer::resume_from(const Checkpoint& ckpt) {
   check_resumable(ckpt, config_);
@@ -107,7 +105,8 @@ bool Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
   if (batch.rows() > 0 || config_.batch_norm) {
     const StepResult r = step_.step->run(batch, beta_);
     if (precision_ != Precision::kFP16) {
-      flat_->slot(FlatParameters::kNonFinite).copy_(r.loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1}));
+      flat_->slot(FlatParameters::kNonFinite)
+          .copy_(r.loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1}));
     }
     if (record) *record = {batch.indices.clone(), batch.eps.clone(), beta_.item<double>(), r.loss.item<double>()};
     add_sums(acc, r, batch);
@@ -162,9 +161,10 @@ bool Trainer::must_stop(int64_t epoch, int64_t step) {
   if (!device_.is_cpu() && (step + 1) % kGpuSlotReadEvery != 0 && !last) return false;
   const auto slots = flat_->flat().slice(/*dim=*/0, flat_->numel()).to(torch::kCPU);
   if (slots[FlatParameters::kNonFinite].item<float>() > 0) {
-    throw std::runtime_error(fmt::format("non-finite loss (NaN or inf) at epoch {}, step {}{}: training diverged; "
-                                         "the last good checkpoint is kept (lower --lr, or try --precision fp32)",
-                                         epoch, step + 1, device_.is_cpu() ? "" : " or a few steps before"));
+    throw std::runtime_error(
+        fmt::format("non-finite loss (NaN or inf) at epoch {}, step {}{}: training diverged; "
+                    "the last good checkpoint is kept (lower --lr, or try --precision fp32)",
+                    epoch, step + 1, device_.is_cpu() ? "" : " or a few steps before"));
   }
   return slots[FlatParameters::kStop].item<float>() > 0 && !last;  // at the epoch's end, the epoch completes
 }
@@ -264,7 +264,8 @@ RunEnd Trainer::run() {
                    progress_.step_in_epoch, steps_per_epoch());
       return RunEnd::kStopped;
     }
-    const EvalResult test = evaluate(model_, test_, config_.seed, device_, comm_, config_.binarize == Binarize::kDynamic);
+    const EvalResult test =
+        evaluate(model_, test_, config_.seed, device_, comm_, config_.binarize == Binarize::kDynamic);
     check_replicas(fmt::format("after epoch {}", epoch));
     outputs_->end_epoch(epoch, train, test);
     // A signal that arrived during evaluation or saving: every rank agrees, the epoch is saved.

@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include "vae_ddp/base/errors.h"
-#include "vae_ddp/viz/images.h"
 #include "vae_ddp/io/metrics.h"
+#include "vae_ddp/viz/images.h"
 #include "vae_ddp/viz/plots.h"
 
 namespace vae {
@@ -78,8 +78,8 @@ torch::Tensor manifold_grid(int64_t side) {
 
 void write_manifold(VAE& model, const std::string& path, int64_t side, int64_t label) {
   if (model->latent_dim() != 2) {
-    throw UsageError(fmt::format("the manifold needs a 2-D latent space; this model has --latent-dim {}",
-                                 model->latent_dim()));
+    throw UsageError(
+        fmt::format("the manifold needs a 2-D latent space; this model has --latent-dim {}", model->latent_dim()));
   }
   torch::Tensor images;
   {
@@ -103,7 +103,8 @@ void write_interpolations(VAE& model, const Dataset& data, const std::string& pa
   auto z = mu.select(1, 0).unsqueeze(1) * (1 - t) + mu.select(1, 1).unsqueeze(1) * t;  // [pairs, steps, L]
   auto labels = y.select(1, 0).repeat_interleave(steps);
   auto decoded = torch::sigmoid(model->decode(z.reshape({pairs * steps, -1}), {labels})).view({pairs, steps, -1});
-  auto rows = torch::cat({x.select(1, 0).unsqueeze(1), decoded, x.select(1, 1).unsqueeze(1)}, 1);  // [pairs, steps+2, 784]
+  auto rows =
+      torch::cat({x.select(1, 0).unsqueeze(1), decoded, x.select(1, 1).unsqueeze(1)}, 1);  // [pairs, steps+2, 784]
   write_grid_png(path, rows.reshape({-1, kImageSide, kImageSide}), steps + 2);
 }
 
@@ -111,11 +112,17 @@ void write_loss_curves(const std::string& metrics_csv, const std::string& path) 
   const auto rows = read_metrics(metrics_csv);
   using M = EpochMetrics;
   write_line_plot(path, {
-                            {"Loss (negative ELBO, beta-weighted in training)", "epoch", "nats per image",
+                            {"Loss (negative ELBO, beta-weighted in training)",
+                             "epoch",
+                             "nats per image",
                              {series("train", rows, &M::train_loss), series("test", rows, &M::test_loss)}},
-                            {"Reconstruction term (BCE)", "epoch", "nats per image",
+                            {"Reconstruction term (BCE)",
+                             "epoch",
+                             "nats per image",
                              {series("train", rows, &M::train_bce), series("test", rows, &M::test_bce)}},
-                            {"KL divergence (KLD)", "epoch", "nats per image",
+                            {"KL divergence (KLD)",
+                             "epoch",
+                             "nats per image",
                              {series("train", rows, &M::train_kld), series("test", rows, &M::test_kld)}},
                             {"KL weight", "epoch", "beta", {series("beta", rows, &M::beta)}},
                         });

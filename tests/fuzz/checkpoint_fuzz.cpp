@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "vae_ddp/train/checkpoint.h"
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/train/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);

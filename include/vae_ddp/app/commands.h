@@ -14,11 +14,11 @@ namespace vae {
 int train_command(const Config& config, const World& world);
 
 struct EvalOptions {
-  std::string checkpoint;                      // required
-  std::string data_dir = Config{}.data_dir;    // test split read from here ("" = the checkpoint's dataset)
-  int64_t seed = -1;                           // noise seed; -1 = the checkpoint's training seed
-  bool json = false;                           // one JSON object on stdout
-  int64_t iw_samples = 0;                      // > 0: also the importance-weighted NLL with K samples
+  std::string checkpoint;                    // required
+  std::string data_dir = Config{}.data_dir;  // test split read from here ("" = the checkpoint's dataset)
+  int64_t seed = -1;                         // noise seed; -1 = the checkpoint's training seed
+  bool json = false;                         // one JSON object on stdout
+  int64_t iw_samples = 0;                    // > 0: also the importance-weighted NLL with K samples
   bool verify_md5 = Config{}.verify_md5;
   int64_t threads = Config{}.threads;
   DeviceKind device = Config{}.device;
@@ -27,11 +27,11 @@ struct EvalOptions {
 int eval_command(const EvalOptions& options, const World& world);
 
 struct SampleOptions {
-  std::string checkpoint;          // required
-  int64_t n = 64;                  // images in the grid
-  std::string out = "samples.png"; // PNG path
-  int64_t seed = -1;               // z seed; -1 = the checkpoint's training seed
-  int64_t label = -1;              // conditional model: draw this class (-1: classes 0..9 in turn)
+  std::string checkpoint;           // required
+  int64_t n = 64;                   // images in the grid
+  std::string out = "samples.png";  // PNG path
+  int64_t seed = -1;                // z seed; -1 = the checkpoint's training seed
+  int64_t label = -1;               // conditional model: draw this class (-1: classes 0..9 in turn)
   DeviceKind device = Config{}.device;
 };
 int sample_command(const SampleOptions& options);
@@ -39,14 +39,14 @@ int sample_command(const SampleOptions& options);
 // `vae_ddp latent-map | manifold | interpolate --checkpoint X [--out F.png]`: the
 // pictures training writes (pictures.h), from a checkpoint, on the test split.
 struct PictureOptions {
-  std::string kind;           // latent-map | manifold | interpolate
-  std::string checkpoint;     // required
-  std::string out;            // PNG path; "" = <kind>.png
-  std::string data_dir;       // "" = the dataset the checkpoint was trained on
-  int64_t side = 20;          // manifold: images per side
-  int64_t label = 0;          // manifold of a conditional model: the class drawn
-  int64_t pairs = 8;          // interpolate: rows
-  int64_t steps = 10;         // interpolate: decoded points per row
+  std::string kind;        // latent-map | manifold | interpolate
+  std::string checkpoint;  // required
+  std::string out;         // PNG path; "" = <kind>.png
+  std::string data_dir;    // "" = the dataset the checkpoint was trained on
+  int64_t side = 20;       // manifold: images per side
+  int64_t label = 0;       // manifold of a conditional model: the class drawn
+  int64_t pairs = 8;       // interpolate: rows
+  int64_t steps = 10;      // interpolate: decoded points per row
   DeviceKind device = Config{}.device;
 };
 int picture_command(const PictureOptions& options);

@@ -28,17 +28,42 @@ enum class Backend { kAuto, kNccl, kMpi };
 
 template <typename E>
 struct ChoiceNames;
-template <> struct ChoiceNames<DatasetKind> { static constexpr std::array<const char*, 2> names{"mnist", "fashion-mnist"}; };
-template <> struct ChoiceNames<Binarize> { static constexpr std::array<const char*, 2> names{"none", "dynamic"}; };
-template <> struct ChoiceNames<Activation> { static constexpr std::array<const char*, 3> names{"relu", "leaky_relu", "tanh"}; };
-template <> struct ChoiceNames<ReconLoss> { static constexpr std::array<const char*, 2> names{"bce", "mse"}; };
-template <> struct ChoiceNames<Optimizer> { static constexpr std::array<const char*, 2> names{"adam", "adamw"}; };
-template <> struct ChoiceNames<KLScheduleKind> {
+template <>
+struct ChoiceNames<DatasetKind> {
+  static constexpr std::array<const char*, 2> names{"mnist", "fashion-mnist"};
+};
+template <>
+struct ChoiceNames<Binarize> {
+  static constexpr std::array<const char*, 2> names{"none", "dynamic"};
+};
+template <>
+struct ChoiceNames<Activation> {
+  static constexpr std::array<const char*, 3> names{"relu", "leaky_relu", "tanh"};
+};
+template <>
+struct ChoiceNames<ReconLoss> {
+  static constexpr std::array<const char*, 2> names{"bce", "mse"};
+};
+template <>
+struct ChoiceNames<Optimizer> {
+  static constexpr std::array<const char*, 2> names{"adam", "adamw"};
+};
+template <>
+struct ChoiceNames<KLScheduleKind> {
   static constexpr std::array<const char*, 3> names{"constant", "linear", "cyclical"};
 };
-template <> struct ChoiceNames<DeviceKind> { static constexpr std::array<const char*, 3> names{"auto", "cpu", "cuda"}; };
-template <> struct ChoiceNames<Precision> { static constexpr std::array<const char*, 3> names{"fp32", "bf16", "fp16"}; };
-template <> struct ChoiceNames<Backend> { static constexpr std::array<const char*, 3> names{"auto", "nccl", "mpi"}; };
+template <>
+struct ChoiceNames<DeviceKind> {
+  static constexpr std::array<const char*, 3> names{"auto", "cpu", "cuda"};
+};
+template <>
+struct ChoiceNames<Precision> {
+  static constexpr std::array<const char*, 3> names{"fp32", "bf16", "fp16"};
+};
+template <>
+struct ChoiceNames<Backend> {
+  static constexpr std::array<const char*, 3> names{"auto", "nccl", "mpi"};
+};
 
 // How users write `e`: name_of(Precision::kBF16) == "bf16".
 template <typename E>
@@ -112,9 +137,8 @@ struct Config {
 // (--batch-size); YAML keys use underscores (batch_size).
 using FieldRef = std::variant<std::string Config::*, int64_t Config::*, double Config::*, bool Config::*,
                               std::vector<int64_t> Config::*, DatasetKind Config::*, Binarize Config::*,
-                              Activation Config::*, ReconLoss Config::*, Optimizer Config::*,
-                              KLScheduleKind Config::*, DeviceKind Config::*, Precision Config::*,
-                              Backend Config::*>;
+                              Activation Config::*, ReconLoss Config::*, Optimizer Config::*, KLScheduleKind Config::*,
+                              DeviceKind Config::*, Precision Config::*, Backend Config::*>;
 struct Field {
   const char* name;
   FieldRef member;

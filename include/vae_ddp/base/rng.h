@@ -9,8 +9,17 @@
 
 namespace vae {
 
-enum class Stream : uint64_t { kInit = 1, kShuffle = 2, kNoise = 3, kEval = 4, kSample = 5, kImportance = 6,
-                              kBinarizeTrain = 7, kBinarizeEval = 8, kDropout = 9 };
+enum class Stream : uint64_t {
+  kInit = 1,
+  kShuffle = 2,
+  kNoise = 3,
+  kEval = 4,
+  kSample = 5,
+  kImportance = 6,
+  kBinarizeTrain = 7,
+  kBinarizeEval = 8,
+  kDropout = 9
+};
 
 // A 64-bit seed mixed (SplitMix64) from the user seed, a stream and two coordinates.
 uint64_t derive_seed(int64_t seed, Stream stream, int64_t a = 0, int64_t b = 0);

@@ -31,7 +31,6 @@ torch::Tensor read_idx(const std::string& path, int expected_rank);
 // The same for bytes already in memory (uncompressed); `path` names them in errors.
 torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, const std::string& path);
 
-
 // The canonical file name of a split's images or labels, e.g. "train-images-idx3-ubyte".
 std::string mnist_file_name(Split split, bool labels);
 // The names of the 10 classes of `dataset`: "0".."9" for MNIST, the garments for Fashion-MNIST.
@@ -53,8 +52,7 @@ torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& 
 // `limit` images. Throws UsageError naming the directory or file on any problem.
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
 // The same for `dataset` (mnist | fashion-mnist: the same file names and format).
-Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, bool verify_md5,
-                     int64_t limit = 0);
+Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
 // The configured dataset from resolved_data_dir(c); --train-limit applies to the train split.
 Dataset load_dataset(const Config& c, Split split);
 

@@ -56,7 +56,9 @@ Code dtype_code(const torch::Tensor& t, const char* backend, Code f32, Code f64,
     case torch::kFloat32: return f32;
     case torch::kFloat64: return f64;
     case torch::kInt64: return i64;
-    default: throw std::invalid_argument(std::string(backend) + " backend: unsupported dtype " + std::string(t.dtype().name()));
+    default:
+      throw std::invalid_argument(std::string(backend) + " backend: unsupported dtype " +
+                                  std::string(t.dtype().name()));
   }
 }
 

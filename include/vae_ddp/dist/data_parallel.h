@@ -19,9 +19,7 @@ namespace vae {
 // An epoch of `n` images in global batches of `batch`: global batch `step` holds rows
 // [step*batch, min((step+1)*batch, n)) of the epoch's permutation; the last may be partial.
 inline int64_t steps_per_epoch(int64_t n, int64_t batch) { return (n + batch - 1) / batch; }
-inline int64_t global_batch_rows(int64_t n, int64_t batch, int64_t step) {
-  return std::min(batch, n - step * batch);
-}
+inline int64_t global_batch_rows(int64_t n, int64_t batch, int64_t step) { return std::min(batch, n - step * batch); }
 // The permutation of [0, n) used in `epoch` (1-based): a function of (seed, epoch) only,
 // identical on every rank.
 torch::Tensor epoch_permutation(int64_t n, int64_t seed, int64_t epoch);
@@ -41,10 +39,10 @@ int64_t shard_size(int64_t rows, int rank, int world);
 class FlatParameters {
  public:
   enum Slot : int64_t {
-    kFoundInf = 0,  // fp16: how many ranks saw inf/NaN in their gradients
-    kNextBeta = 1,  // rank 0 writes the next step's beta, the others 0: the sum broadcasts it
-    kStop = 2,      // ranks that received a stop signal (preemption): all stop together
-    kNonFinite = 3, // fp32/bf16: ranks whose loss was NaN or inf
+    kFoundInf = 0,   // fp16: how many ranks saw inf/NaN in their gradients
+    kNextBeta = 1,   // rank 0 writes the next step's beta, the others 0: the sum broadcasts it
+    kStop = 2,       // ranks that received a stop signal (preemption): all stop together
+    kNonFinite = 3,  // fp32/bf16: ranks whose loss was NaN or inf
     kSlots = 4,
   };
 
@@ -52,9 +50,9 @@ class FlatParameters {
   // the buffer; the tensors stay the same objects (modules keep working).
   explicit FlatParameters(const std::vector<torch::Tensor>& params);
 
-  torch::Tensor params() const { return params_; }  // [numel]
+  torch::Tensor params() const { return params_; }    // [numel]
   torch::Tensor& flat() { return grads_and_slots_; }  // [numel + kSlots]: what the step all-reduces
-  torch::Tensor grads() const { return grads_and_slots_.slice(/*dim=*/0, 0, numel_); }  // [numel]
+  torch::Tensor grads() const { return grads_and_slots_.slice(/*dim=*/0, 0, numel_); }                        // [numel]
   torch::Tensor slot(Slot s) const { return grads_and_slots_.slice(/*dim=*/0, numel_ + s, numel_ + s + 1); }  // [1]
   int64_t numel() const { return numel_; }
   // Zeroes gradients and slots (one memset); the views stay attached.

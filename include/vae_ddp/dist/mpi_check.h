@@ -17,9 +17,9 @@ std::string mpi_error_message(const char* call, int rc, const char* file, int li
 
 }  // namespace vae
 
-#define MPI_CHECK_WITH(handler, call)                                                \
-  do {                                                                               \
-    const int mpi_rc_ = (call);                                                      \
+#define MPI_CHECK_WITH(handler, call)                                                                  \
+  do {                                                                                                 \
+    const int mpi_rc_ = (call);                                                                        \
     if (mpi_rc_ != MPI_SUCCESS) handler(::vae::mpi_error_message(#call, mpi_rc_, __FILE__, __LINE__)); \
   } while (0)
 #define MPI_CHECK(call) MPI_CHECK_WITH(::vae::mpi_failure, call)

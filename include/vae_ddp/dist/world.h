@@ -13,10 +13,10 @@ namespace vae {
 struct World {
   int rank = 0;
   int size = 1;
-  int local_rank = 0;       // rank among the processes on this node (MPI shared-memory split)
-  int local_size = 1;       // processes on this node
-  bool launched = false;    // started by an MPI launcher (mpirun, srun --mpi=pmix)
-  std::string host;         // this node's name, for error messages
+  int local_rank = 0;     // rank among the processes on this node (MPI shared-memory split)
+  int local_size = 1;     // processes on this node
+  bool launched = false;  // started by an MPI launcher (mpirun, srun --mpi=pmix)
+  std::string host;       // this node's name, for error messages
 };
 
 // True when the environment shows an MPI launcher (Open MPI, PMIx, PMI). Needs no MPI.

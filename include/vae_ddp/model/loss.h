@@ -22,8 +22,8 @@ torch::Tensor squared_error(const torch::Tensor& logits, const torch::Tensor& x)
 
 // Both terms at least fp32: under autocast the model's outputs are bf16/fp16, the loss
 // is computed from them upcast to fp32. mse: squared_error instead of bernoulli_nll.
-LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x,
-                     const torch::Tensor& mu, const torch::Tensor& logvar, bool mse = false);
+LossTerms loss_terms(const torch::Tensor& logits, const torch::Tensor& x, const torch::Tensor& mu,
+                     const torch::Tensor& logvar, bool mse = false);
 
 // The optimised scalar: sum over these rows of (bce + beta * kld), divided by the number
 // of images in the whole global batch (which, across ranks, may exceed the rows here).

@@ -23,11 +23,11 @@ constexpr int64_t kEvalBatch = 1000;
 struct ModelOptions {
   std::vector<int64_t> hidden_dims;
   int64_t latent_dim;
-  Activation activation;   // after every hidden layer
-  bool batch_norm;         // BatchNorm1d after each hidden Linear (statistics of the global batch)
-  double dropout;          // drop probability after each hidden activation (masks come from the caller)
-  bool conditional;        // a one-hot label is appended to the encoder's and the decoder's input
-  ReconLoss recon_loss;    // bce: Bernoulli decoder; mse: squared error of sigmoid(logits)
+  Activation activation;  // after every hidden layer
+  bool batch_norm;        // BatchNorm1d after each hidden Linear (statistics of the global batch)
+  double dropout;         // drop probability after each hidden activation (masks come from the caller)
+  bool conditional;       // a one-hot label is appended to the encoder's and the decoder's input
+  ReconLoss recon_loss;   // bce: Bernoulli decoder; mse: squared error of sigmoid(logits)
 };
 ModelOptions model_options(const Config& c);
 
@@ -57,7 +57,7 @@ TORCH_MODULE(SyncBatchNorm);
 
 // The caller's per-step randomness beyond eps, and the labels: passed to forward().
 struct ForwardExtras {
-  torch::Tensor labels;                // [B] int64 digit labels: required by a conditional model
+  torch::Tensor labels;                     // [B] int64 digit labels: required by a conditional model
   std::vector<torch::Tensor> dropout = {};  // one [B, width] mask per hidden layer (0 or 1/(1-p)); empty: none
 };
 
@@ -95,8 +95,7 @@ class VAEImpl : public torch::nn::Module {
   Layers layers() const;
 
  private:
-  torch::Tensor run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras,
-                    size_t first_mask);
+  torch::Tensor run(torch::nn::Sequential seq, torch::Tensor h, const ForwardExtras& extras, size_t first_mask);
   torch::Tensor with_label(const torch::Tensor& h, const ForwardExtras& extras) const;
 
   ModelOptions options_;
@@ -122,8 +121,7 @@ class EvalMode {
 };
 
 // z = mu + exp(logvar / 2) * eps; all [B, latent].
-torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logvar,
-                             const torch::Tensor& eps);
+torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logvar, const torch::Tensor& eps);
 
 // Labels 0, 1, ..., 9, 0, 1, ... for n generated images (what a conditional model's
 // sample grids show; other models ignore labels).

@@ -35,8 +35,8 @@ class AutocastGuard {
 // after `growth_interval` good steps in a row it doubles. State stays on the device,
 // so scaling and unscaling never wait for the host.
 struct ScalerState {
-  double scale = 65536.0;       // 2^16
-  int64_t growth_tracker = 0;   // good steps since the last change
+  double scale = 65536.0;      // 2^16
+  int64_t growth_tracker = 0;  // good steps since the last change
 };
 
 class LossScaler {

@@ -13,10 +13,10 @@
 
 #include <torch/torch.h>
 
-#include "vae_ddp/train/amp.h"
 #include "vae_ddp/base/config.h"
-#include "vae_ddp/train/flat_adam.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/train/amp.h"
+#include "vae_ddp/train/flat_adam.h"
 
 namespace vae {
 
@@ -34,9 +34,8 @@ struct TrainProgress {
 
 // Writes `path` atomically. Throws std::runtime_error naming the path on I/O failure
 // (the previous file at `path`, if any, is left as it was).
-void save_checkpoint(const std::string& path, VAE& model, const FlatAdam& adam,
-                     const TrainProgress& progress, const Config& config,
-                     const std::function<void()>& before_rename = {});
+void save_checkpoint(const std::string& path, VAE& model, const FlatAdam& adam, const TrainProgress& progress,
+                     const Config& config, const std::function<void()>& before_rename = {});
 
 // A checkpoint read into memory. Throws UsageError naming the file when it is missing,
 // truncated, corrupt or not a vae_ddp checkpoint.

@@ -8,9 +8,9 @@
 
 #include <torch/torch.h>
 
+#include "vae_ddp/base/profiler.h"
 #include "vae_ddp/model/loss.h"
 #include "vae_ddp/model/model.h"
-#include "vae_ddp/base/profiler.h"
 
 namespace vae {
 

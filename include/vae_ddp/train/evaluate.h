@@ -5,8 +5,8 @@
 
 #include <torch/torch.h>
 
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/data/mnist.h"
+#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/model/model.h"
 
 namespace vae {

@@ -17,12 +17,12 @@
 namespace vae {
 
 struct AdamOptions {
-  double lr = 1e-3;            // learning rate
-  double beta1 = 0.9;          // first-moment decay
-  double beta2 = 0.999;        // second-moment decay
-  double eps = 1e-8;           // added to sqrt of the bias-corrected second moment
-  double weight_decay = 0;     // L2 (Adam) or decoupled (AdamW) decay
-  bool decoupled = false;      // AdamW: w *= 1 - lr * weight_decay before the update
+  double lr = 1e-3;         // learning rate
+  double beta1 = 0.9;       // first-moment decay
+  double beta2 = 0.999;     // second-moment decay
+  double eps = 1e-8;        // added to sqrt of the bias-corrected second moment
+  double weight_decay = 0;  // L2 (Adam) or decoupled (AdamW) decay
+  bool decoupled = false;   // AdamW: w *= 1 - lr * weight_decay before the update
 };
 
 class FlatAdam {

@@ -29,7 +29,7 @@ struct EpochStats {
   int64_t images = 0;                 // images of the whole epoch, all ranks together
   int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
   double seconds = 0;
-  bool stopped = false;               // a stop signal ended the epoch early (see TrainProgress)
+  bool stopped = false;  // a stop signal ended the epoch early (see TrainProgress)
 };
 
 // Per image, over the images since the last log line, all ranks.
@@ -79,7 +79,7 @@ class RunOutputs {
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<EventWriter> tb_;
   std::unique_ptr<ProgressBar> bar_;  // only while rank 0 draws one on a terminal
-  int64_t epoch_images_ = 0;  // images in an epoch, all ranks: the log lines' 100 %
+  int64_t epoch_images_ = 0;          // images in an epoch, all ranks: the log lines' 100 %
 };
 
 }  // namespace vae

@@ -41,7 +41,7 @@ struct StepChoice {
 
 // The fastest implementation that computes this configuration's step. `model`'s gradients
 // must be FlatParameters views; `scaler` and `profiler` must outlive the step.
-StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision,
-                       const LossScaler& scaler, Profiler& profiler);
+StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision, const LossScaler& scaler,
+                       Profiler& profiler);
 
 }  // namespace vae

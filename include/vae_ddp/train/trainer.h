@@ -33,7 +33,7 @@ struct StepRecord {
   torch::Tensor indices;  // [rows] int64: training-set rows of the batch
   torch::Tensor eps;      // [rows, latent]: the reparameterisation noise
   double beta = 0;
-  double loss = 0;        // the objective: (bce + beta * kld) summed / rows
+  double loss = 0;  // the objective: (bce + beta * kld) summed / rows
 };
 
 class Trainer {
@@ -112,8 +112,8 @@ class Trainer {
   KLSchedule schedule_;
   TrainProgress progress_;
   std::unique_ptr<BatchMaker> batches_;
-  StepChoice step_;             // forward and backward: autograd or a fast path
-  torch::Tensor beta_;          // [1] on the device: the current step's beta, rank 0's value
+  StepChoice step_;     // forward and backward: autograd or a fast path
+  torch::Tensor beta_;  // [1] on the device: the current step's beta, rank 0's value
   std::unique_ptr<RunOutputs> outputs_;
 };
 
