@@ -9,7 +9,7 @@ namespace vae {
 int run_cli(int argc, char** argv);
 
 // The README's option table (Markdown), made from the one description of each option
-// (config_fields()) and Config{}'s defaults; tests/readme_options.cmake keeps the README
+// (config_fields()) and Config{}'s defaults; config_test's ReadmeTest keeps the README
 // equal to it.
 std::string option_table_markdown();
 

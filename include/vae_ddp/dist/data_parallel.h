@@ -1,6 +1,6 @@
-// What keeps the replicas on every rank identical: the data order each rank takes,
-// flat parameter and gradient buffers (the gradients reduced once per step), the start-up parameter broadcast, and
-// a parameter checksum compared across ranks.
+// What keeps the replicas on every rank identical: the data order each rank takes, flat
+// parameter and gradient buffers (the gradients reduced once per step), the start-up
+// parameter broadcast, and a parameter checksum compared across ranks.
 #pragma once
 
 #include <algorithm>
