@@ -192,9 +192,27 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
   ExpectUsageError("eval --checkpoint x.pt --iw-samples -1", "--iw-samples must be >= 0");
 }
 
+// bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) would run about 50x slower than
+// fp32: refused at start with one line. The detection is forced either way.
+TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
+  if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: --device auto would take it";
+  const std::string bin = VAE_DDP_BINARY, run = " --precision bf16 --data-dir " + data_ + " --log-every 0";
+  const Result refused =
+      testing::run_command("VAE_CPU_NATIVE_BF16=0 " + bin + run + " --out-dir " + (tmp_ / "a"), tmp_.path());
+  EXPECT_EQ(refused.code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("--precision bf16: this CPU"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("use --precision fp32"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  EXPECT_FALSE(fs::exists(tmp_ / "a")) << "refused before anything was written";
+  const Result native = testing::run_command(
+      "VAE_CPU_NATIVE_BF16=1 " + bin + run + " --train-limit 500 --epochs 1 --out-dir " + (tmp_ / "b"), tmp_.path());
+  EXPECT_EQ(native.code, 0) << native.err;
+  EXPECT_NE(native.out.find("cpu: "), std::string::npos) << "the start-up table names the CPU:\n" << native.out;
+}
+
 TEST_F(CliTest, FlagsThatNeedAGpuAreUsageErrorsOnCpu) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: fp16 and NCCL are allowed here";
-  ExpectUsageError("--precision fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  ExpectUsageError("--precision fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32");
   ExpectUsageError("--device cpu --backend nccl", "--backend nccl: NCCL reduces CUDA tensors");
   ExpectUsageError("--device cuda", "--device cuda: no usable GPU");
 }

@@ -154,6 +154,18 @@ TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
   EXPECT_EQ(load_yaml_file(dir + "/seed-latent-2.yaml", Config{}).latent_dim, 2);
 }
 
+TEST_F(ConfigTest, Bf16OnTheCpuNeedsNativeBf16) {
+  Config c;
+  c.precision = Precision::kBF16;
+  const std::string e =
+      testing::ErrorOf([&] { validate_for_device(c, /*cuda=*/false, /*native_bf16=*/false, "Some CPU"); });
+  EXPECT_NE(e.find("--precision bf16: this CPU (Some CPU) has no native bf16"), std::string::npos) << e;
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, /*native_bf16=*/true, "Some CPU"));
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/true, /*native_bf16=*/false, "Some CPU"));  // the GPU's bf16
+  c.precision = Precision::kFP32;
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, /*native_bf16=*/false, "Some CPU"));
+}
+
 }  // namespace
 }  // namespace vae
 

@@ -14,6 +14,7 @@
 #include "vae_ddp/app/commands.h"
 #include "vae_ddp/app/runtime.h"
 #include "vae_ddp/base/config.h"
+#include "vae_ddp/base/cpu_info.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/logging.h"
 #include "vae_ddp/dist/world.h"
@@ -100,7 +101,9 @@ Config train_config(const cxxopts::ParseResult& r) {
   }
   validate(c);
   // Checked from the device type `auto` resolves to.
-  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()));
+  const CpuInfo& cpu = cpu_info();
+  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()),
+                      cpu.native_bf16, describe_cpu(cpu));
   return c;
 }
 

@@ -12,6 +12,7 @@
 #include <torch/version.h>
 
 #include "vae_ddp/app/runtime.h"
+#include "vae_ddp/base/cpu_info.h"
 #include "vae_ddp/base/digest.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/rng.h"
@@ -66,6 +67,7 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
                describe_architecture(c), parameters, name_of(c.precision),
                name_of(c.dataset) + " " + resolved_data_dir(c), train_images, test_images, trainer.steps_per_epoch(),
                c.batch_size);
+  if (device.is_cpu()) spdlog::info("cpu: {}", describe_cpu(cpu_info()));
   spdlog::info("step: {}", trainer.step_description());
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
 }

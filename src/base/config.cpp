@@ -77,7 +77,8 @@ const Field kFields[] = {
     {"device", &Config::device,
      "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`"},
     {"precision", &Config::precision,
-     "`fp32`, `bf16` (CPU and CUDA), `fp16` (CUDA only, with dynamic loss scaling): autocast around forward and loss; "
+     "`fp32`, `bf16` (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX; refused on others, where it runs about "
+     "50x slower than fp32), `fp16` (CUDA only, with dynamic loss scaling): autocast around forward and loss; "
      "weights and Adam state stay fp32"},
     {"backend", &Config::backend,
      "gradient all-reduce: `nccl` (CUDA tensors) or `mpi` (CPU tensors); `auto` picks by device"},
@@ -286,9 +287,16 @@ void validate(const Config& c) {
   require_positive(c.comm_timeout, "comm-timeout");
 }
 
-void validate_for_device(const Config& c, bool cuda) {
+void validate_for_device(const Config& c, bool cuda, bool native_bf16, const std::string& cpu) {
   if (cuda) return;
-  require(c.precision != Precision::kFP16, "--precision fp16: fp16 autocast needs a CUDA device; on CPU use bf16");
+  require(c.precision != Precision::kFP16,
+          "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32 (or bf16 on a CPU with native bf16)");
+  if (c.precision == Precision::kBF16 && !native_bf16) {
+    throw UsageError(fmt::format(
+        "--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would run about 50x "
+        "slower than fp32 here; use --precision fp32 (the default)",
+        cpu));
+  }
   require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
 
