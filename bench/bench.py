@@ -1,15 +1,17 @@
 #!/usr/bin/python3
 """vae_ddp against the PyTorch references on this machine, side by side.
 
-Runs vae_ddp (at each --ranks count; and, when build-torch2/ exists, its libtorch 2.11 build
-with one rank) and the references of bench/reference.py (the seed recipe and the tuned eager
+Runs vae_ddp (at each --ranks count and each --threads count; and, when build-torch2/ exists,
+its libtorch 2.11 build with one rank) and the references of bench/reference.py (the seed recipe and the tuned eager
 loop on Debian's PyTorch 1.13; the tuned loop eager and under torch.compile on PyTorch 2.11
 from .venv-torch2), alternating them (A B C A B C ...) for --reps repetitions, then prints one
 table:
 seconds per epoch (median, min, max over every epoch but each run's first), images/s, the
 test loss each reached after --epochs epochs, time ratios against each reference, the
 all-reduce time per step, and the compute roofline (model FLOPs per image x images/s
-against the GEMM ceiling measured by bench/gemm_peak for the same shapes and threads).
+against the GEMM ceiling measured by bench/gemm_peak for the same shapes and threads), with
+the CPU's model and ISA as vae_ddp's start-up table names them (base/cpu_info.h), and the
+speed-ups of more ranks and more threads over one.
 Started by ./launch/bench, which builds everything first.
 """
 import argparse
@@ -42,9 +44,9 @@ def run(cmd, env=None):
     return out.stdout
 
 
-def run_vae_ddp(args, ranks, tmp, build_dir):
-    out_dir = os.path.join(tmp, "vae_ddp_%d" % ranks)
-    cmd = [os.path.join(build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(args.threads),
+def run_vae_ddp(args, ranks, threads, tmp, build_dir):
+    out_dir = os.path.join(tmp, "vae_ddp_%d_%d" % (ranks, threads))
+    cmd = [os.path.join(build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(threads),
            "--precision", args.precision, "--device", args.device, "--batch-size", str(args.batch_size),
            "--data-dir", args.data_dir, "--out-dir", out_dir, "--resume", "none", "--log-every", "0",
            "--sample-every", "0", "--keep-checkpoints", "1", "--profile"]
@@ -54,15 +56,17 @@ def run_vae_ddp(args, ranks, tmp, build_dir):
     with open(os.path.join(out_dir, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     allreduce = [float(m) for m in re.findall(r"all-reduce ([0-9.]+) ms", stdout)]
+    cpu = re.search(r"cpu: (.*)", stdout)
     return {"seconds": [float(r["seconds"]) for r in rows], "test_loss": float(rows[-1]["test_loss"]),
-            "allreduce_ms": statistics.median(allreduce) if allreduce else None}
+            "allreduce_ms": statistics.median(allreduce) if allreduce else None,
+            "cpu": cpu.group(1).strip() if cpu else None}
 
 
 def run_reference(args, name):
     python, style, compile_mode, _ = REFERENCES[name]
     precision = "fp32" if style == "seed" else args.precision  # the seed recipe as its users run it
     cmd = [python, os.path.join(ROOT, "bench", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
+           "--threads", str(args.threads[0]), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
            "--precision", precision] + (["--compile", compile_mode] if compile_mode else [])
     lines = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
     return {"seconds": [l["seconds"] for l in lines if "seconds" in l],
@@ -73,6 +77,12 @@ def gemm_peak(args, threads):
     out = run([os.path.join(args.build_dir, "bench", "gemm_peak"), "--batch-size", str(args.batch_size),
                "--threads", str(threads)])
     return json.loads(out)
+
+
+def layout(program):
+    """(ranks, threads) of a program named "vae_ddp x<ranks> t<threads>"."""
+    m = re.search(r"x(\d+) t(\d+)", program)
+    return int(m.group(1)), int(m.group(2))
 
 
 def summarize(runs, images):
@@ -87,7 +97,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process, for every program")
+    ap.add_argument("--threads", default="1", help="intra-op threads per process, e.g. 1,2: vae_ddp runs at each "
+                    "count (each rank gets that many), the references and the 2.11 build at the first")
     ap.add_argument("--ranks", default="1", help="vae_ddp rank counts, e.g. 1,2 (each rank gets --threads)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="vae_ddp's and the tuned reference's (the seed recipe stays fp32)")
@@ -103,11 +114,14 @@ def main():
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     ranks = [int(r) for r in args.ranks.split(",")]
+    args.threads = [int(t) for t in args.threads.split(",")]
     refs = [r for r in args.references.split(",") if r in REFERENCES and os.path.exists(REFERENCES[r][0])]
     images = 60000
     torch2 = os.path.exists(os.path.join(args.torch2_build_dir, "vae_ddp"))
 
-    programs = ["vae_ddp x%d" % r for r in ranks] + (["vae_ddp-2.11 x1"] if torch2 else []) + refs
+    # vae_ddp programs are named "vae_ddp x<ranks> t<threads>".
+    mine = ["vae_ddp x%d t%d" % (r, t) for t in args.threads for r in ranks]
+    programs = mine + (["vae_ddp-2.11 x1 t%d" % args.threads[0]] if torch2 else []) + refs
     results = {p: [] for p in programs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
@@ -115,14 +129,17 @@ def main():
                 print("[bench] rep %d/%d: %s" % (rep + 1, args.reps, p), file=sys.stderr, flush=True)
                 if p.startswith("vae_ddp"):
                     build = args.torch2_build_dir if p.startswith("vae_ddp-2.11") else args.build_dir
-                    results[p].append(run_vae_ddp(args, int(p.split("x")[1]), tmp, build))
+                    r, t = layout(p)
+                    results[p].append(run_vae_ddp(args, r, t, tmp, build))
                 else:
                     results[p].append(run_reference(args, p))
     summary = {p: summarize(r, images) for p, r in results.items()}
-    peak = gemm_peak(args, args.threads)
+    peaks = {t: gemm_peak(args, t) for t in sorted(set(args.threads))}
+    cpu = next((r["cpu"] for p in mine for r in results[p] if r["cpu"]), "not named (no vae_ddp run on the CPU)")
 
-    print("\n%d epochs, batch %d, %d thread(s) per process, %s, %d repetitions alternated; s/epoch over epochs 2-%d"
-          % (args.epochs, args.batch_size, args.threads, args.precision, args.reps, args.epochs))
+    print("\nCPU: %s" % cpu)
+    print("%d epochs, batch %d, %s thread(s) per process, %s, %d repetitions alternated; s/epoch over epochs 2-%d"
+          % (args.epochs, args.batch_size, ",".join(map(str, args.threads)), args.precision, args.reps, args.epochs))
     head = "| program | s/epoch median | min | max | images/s | test loss @%d | " % args.epochs
     base_refs = [r for r in refs if r in ("tuned", "seed", "compile2")]  # the ratio columns
     head += " | ".join("time vs %s" % r for r in base_refs) + (" | " if base_refs else "") + "all-reduce ms/step | GFLOP/s | % of fp32 GEMM peak |"
@@ -131,31 +148,38 @@ def main():
     for p in programs:
         s = summary[p]
         ratios = ["%.2fx" % (s["median"] / summary[r]["median"]) for r in base_refs]
-        n = int(p.split("x")[1]) if p.startswith("vae_ddp") else 1
+        n, t = layout(p) if p.startswith("vae_ddp") else (1, args.threads[0])
+        peak = peaks[t]
         gflops = peak["flops_per_image"] * s["images_per_s"] / 1e9
         if p in REFERENCES:
             name = REFERENCES[p][3]
-        elif p.startswith("vae_ddp-2.11"):
-            name = "vae_ddp (libtorch 2.11 build) x 1 rank(s)"
         else:
-            name = "vae_ddp (libtorch 1.13 build) " + p.split(" ")[1].replace("x", "x ") + " rank(s)"
+            build = "2.11" if p.startswith("vae_ddp-2.11") else "1.13"
+            name = "vae_ddp (libtorch %s build) x %d rank(s) x %d thread(s)" % (build, n, t)
         print("| %s | %.3f | %.3f | %.3f | %.0f | %.2f | %s%s%s | %.1f | %.0f%% |" % (
             name, s["median"], s["min"], s["max"], s["images_per_s"], s["test_loss"], " | ".join(ratios),
             " | " if base_refs else "", "%.3f" % s["allreduce_ms"] if s["allreduce_ms"] is not None else "-",
             gflops, 100 * gflops / (peak["gflops_per_s"] * n)))
-    print("\nGEMM ceiling (bench/gemm_peak, oneDNN, batch %d, %d thread(s)): %.1f GFLOP/s per process; "
-          "%.2f MFLOP per image per training step" % (args.batch_size, args.threads, peak["gflops_per_s"],
-                                                       peak["flops_per_image"] / 1e6))
-    if len(ranks) > 1 and 1 in ranks:
-        base = summary["vae_ddp x1"]["images_per_s"]
+    for t, peak in peaks.items():
+        print("\nGEMM ceiling (bench/gemm_peak, oneDNN, batch %d, %d thread(s)): %.1f GFLOP/s per process; "
+              "%.2f MFLOP per image per training step" % (args.batch_size, t, peak["gflops_per_s"],
+                                                           peak["flops_per_image"] / 1e6))
+    for t in args.threads:
         for r in ranks:
-            if r > 1:
-                speedup = summary["vae_ddp x%d" % r]["images_per_s"] / base
+            if r > 1 and 1 in ranks:
+                speedup = summary["vae_ddp x%d t%d" % (r, t)]["images_per_s"] / summary["vae_ddp x1 t%d" % t]["images_per_s"]
                 print("scaling: %d ranks x %d thread(s) vs 1 rank: %.2fx images/s (efficiency %.0f%%)"
-                      % (r, args.threads, speedup, 100 * speedup / r))
+                      % (r, t, speedup, 100 * speedup / r))
+    for r in ranks:
+        for t in args.threads:
+            if t > 1 and 1 in args.threads:
+                speedup = summary["vae_ddp x%d t%d" % (r, t)]["images_per_s"] / summary["vae_ddp x%d t1" % r]["images_per_s"]
+                print("threads: %d rank(s) x %d threads vs 1 thread: %.2fx images/s (efficiency %.0f%%)"
+                      % (r, t, speedup, 100 * speedup / t))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "summary": summary, "runs": results, "gemm_peak": peak}, f, indent=1)
+            json.dump({"args": vars(args), "cpu": cpu, "summary": summary, "runs": results,
+                       "gemm_peak": {str(t): p for t, p in peaks.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

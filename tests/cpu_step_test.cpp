@@ -11,6 +11,13 @@ namespace vae {
 namespace {
 
 // Every transpose/bias/ReLU/accumulate combination against torch::matmul, odd sizes.
+TEST(CpuStepChunksTest, OneChunkPerThreadWhileEachHasEnoughRows) {
+  EXPECT_EQ(CpuStep::chunks_for(128, 1), 1);
+  EXPECT_EQ(CpuStep::chunks_for(128, 2), 2);
+  EXPECT_EQ(CpuStep::chunks_for(128, 16), 128 / CpuStep::kRowsPerChunk);
+  EXPECT_EQ(CpuStep::chunks_for(CpuStep::kRowsPerChunk - 1, 2), 1);
+}
+
 TEST(CpuGemmTest, MatchesTorchMatmul) {
   torch::manual_seed(0);
   const int64_t m = 37, n = 53, k = 29;
@@ -32,13 +39,12 @@ TEST(CpuGemmTest, MatchesTorchMatmul) {
   }
 }
 
-class CpuStepTest : public ::testing::TestWithParam<std::vector<int64_t>> {};
-
-TEST_P(CpuStepTest, GradientsMatchAutograd) {
+// The fast path's loss terms and gradients for `rows` rows of a global batch of `global`
+// against autograd's, run on `threads` intra-op threads.
+void ExpectFastStepMatchesAutograd(const std::vector<int64_t>& hidden, int64_t rows, int64_t global, int threads) {
   torch::manual_seed(1);
-  VAE model(GetParam(), /*latent_dim=*/6);
+  VAE model(hidden, /*latent_dim=*/6);
   FlatParameters buffer(model->parameters());
-  const int64_t rows = 19, global = 40;  // a shard of a larger global batch
   const double beta = 0.7;
   auto x = torch::rand({rows, kImagePixels});
   auto eps = torch::randn({rows, 6});
@@ -50,7 +56,11 @@ TEST_P(CpuStepTest, GradientsMatchAutograd) {
 
   buffer.zero_grads();
   CpuStep step(model);
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(threads);
+  step.run(x, eps, beta, global);  // twice: the second run must overwrite, not add to, the first's gradients
   const LossTerms fast = step.run(x, eps, beta, global);
+  torch::set_num_threads(before);
   EXPECT_TRUE(torch::allclose(fast.bce, terms.bce.detach(), 1e-5, 1e-3));
   EXPECT_TRUE(torch::allclose(fast.kld, terms.kld.detach(), 1e-5, 1e-4));
   const double rel = ((buffer.grads() - autograd).norm() / autograd.norm()).item<double>();
@@ -62,6 +72,21 @@ TEST_P(CpuStepTest, GradientsMatchAutograd) {
     EXPECT_LT(((f - a).norm() / a.norm().clamp_min(1e-12)).item<double>(), 1e-4) << "parameter at " << offset;
     offset += p.numel();
   }
+}
+
+class CpuStepTest : public ::testing::TestWithParam<std::vector<int64_t>> {};
+
+TEST_P(CpuStepTest, GradientsMatchAutograd) {
+  ExpectFastStepMatchesAutograd(GetParam(), /*rows=*/19, /*global=*/40, /*threads=*/1);  // a shard of a larger batch
+}
+
+// Enough rows for several threads: the rows are split into one chunk per thread, each runs
+// the whole step, and the chunks' gradients are summed (uneven chunks here).
+TEST_P(CpuStepTest, RowChunksOnSeveralThreadsMatchAutograd) {
+  ASSERT_EQ(CpuStep::chunks_for(2 * CpuStep::kRowsPerChunk + 3, 2), 2);
+  ASSERT_EQ(CpuStep::chunks_for(4 * CpuStep::kRowsPerChunk + 1, 4), 4);
+  ExpectFastStepMatchesAutograd(GetParam(), /*rows=*/2 * CpuStep::kRowsPerChunk + 3, /*global=*/200, /*threads=*/2);
+  ExpectFastStepMatchesAutograd(GetParam(), /*rows=*/4 * CpuStep::kRowsPerChunk + 1, /*global=*/200, /*threads=*/4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, CpuStepTest,

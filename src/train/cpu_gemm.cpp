@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -15,14 +16,21 @@ using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, bool, bool, bool>;
 
 struct Cached {
   dnnl::matmul primitive;
-  memory::desc a, b, bias, c;
+  memory::desc a, b, bias, c, scratchpad;
 };
 
+// The primitives are shared; CpuStep runs them from several threads at once (one chunk of
+// rows each), so each thread has its own stream and scratchpad (user scratchpad mode:
+// a library-owned scratchpad may be one global buffer).
 struct Context {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
   std::map<Key, Cached> cache;
   std::mutex mutex;
+};
+
+struct PerThread {
+  dnnl::stream stream;
+  std::vector<char> scratchpad;
 };
 
 Context& context() {
@@ -42,8 +50,10 @@ Cached build(Context& ctx, const GemmOp& op, int64_t m, int64_t n, int64_t k, bo
   if (op.relu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
   dnnl::primitive_attr attr;
   attr.set_post_ops(post);
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const auto desc = has_bias ? dnnl::matmul::desc(a, b, bias, c) : dnnl::matmul::desc(a, b, c);
-  return {dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, ctx.engine)), a, b, bias, c};
+  const dnnl::matmul::primitive_desc pd(desc, attr, ctx.engine);
+  return {dnnl::matmul(pd), a, b, bias, c, pd.scratchpad_desc()};
 }
 
 }  // namespace
@@ -65,8 +75,14 @@ void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
   memory mc(entry->c, ctx.engine, c);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
   if (bias) args.emplace(DNNL_ARG_BIAS, memory(entry->bias, ctx.engine, const_cast<float*>(bias)));
-  entry->primitive.execute(ctx.stream, args);
-  ctx.stream.wait();
+  thread_local PerThread mine{dnnl::stream(ctx.engine), {}};
+  const size_t scratch = entry->scratchpad.get_size();
+  if (scratch > 0) {
+    if (mine.scratchpad.size() < scratch) mine.scratchpad.resize(scratch);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(entry->scratchpad, ctx.engine, mine.scratchpad.data()));
+  }
+  entry->primitive.execute(mine.stream, args);
+  mine.stream.wait();
 }
 
 const char* gemm_library() { return "oneDNN"; }

@@ -1,5 +1,9 @@
 #include "vae_ddp/train/cpu_step.h"
 
+#include <algorithm>
+
+#include <ATen/Parallel.h>
+
 #include "vae_ddp/train/cpu_gemm.h"
 
 namespace vae {
@@ -20,15 +24,16 @@ torch::Tensor linear(const torch::Tensor& in, const torch::nn::Linear& lin, bool
 }
 
 // Given g = dLoss/d(out) [B, N] of `lin` applied to `in` [B, K]: writes the weight and
-// bias gradients and returns dLoss/d(in) [B, K] (undefined when `need_input_grad` is false).
+// bias gradients into dw [N, K] and db [N] and returns dLoss/d(in) [B, K] (undefined when
+// `need_input_grad` is false).
 torch::Tensor linear_backward(const torch::Tensor& g, const torch::Tensor& in, const torch::nn::Linear& lin,
-                              bool need_input_grad) {
+                              torch::Tensor dw, torch::Tensor db, bool need_input_grad) {
   const auto& w = lin->weight;  // [N, K]
   const int64_t b = g.size(0), n = w.size(0), k = w.size(1);
   cpu::GemmOp t_a;
   t_a.trans_a = true;
-  cpu::gemm(t_a, n, k, b, f32(g), f32(in), nullptr, f32(w.grad()));  // dW [N, K] = g^T · in
-  at::sum_out(lin->bias.mutable_grad(), g, /*dim=*/{0});             // db [N]
+  cpu::gemm(t_a, n, k, b, f32(g), f32(in), nullptr, f32(dw));  // dW [N, K] = g^T · in
+  at::sum_out(db, g, /*dim=*/{0});                             // db [N]
   if (!need_input_grad) return {};
   auto gin = torch::empty({b, k}, g.options());
   cpu::gemm(cpu::GemmOp{}, b, k, n, f32(g), f32(w), nullptr, f32(gin));  // [B, K] = g · W
@@ -60,6 +65,28 @@ CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_d
                     p.grad().is_contiguous(),
                 "CpuStep: needs contiguous fp32 CPU parameters with gradient buffers");
   }
+  all_ = layers_.encoder;
+  all_.push_back(layers_.head);
+  all_.insert(all_.end(), layers_.decoder.begin(), layers_.decoder.end());
+  LayerGrads own;
+  for (const auto& lin : all_) {
+    own.push_back(lin->weight.grad());
+    own.push_back(lin->bias.grad());
+  }
+  grads_.push_back(std::move(own));
+}
+
+int64_t CpuStep::chunks_for(int64_t rows, int64_t threads) {
+  return std::max<int64_t>(1, std::min(threads, rows / kRowsPerChunk));
+}
+
+const CpuStep::LayerGrads& CpuStep::grads_of_chunk(size_t t) {
+  while (grads_.size() <= t) {
+    LayerGrads scratch;
+    for (const auto& g : grads_[0]) scratch.push_back(torch::empty_like(g));
+    grads_.push_back(std::move(scratch));
+  }
+  return grads_[t];
 }
 
 LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, double beta, int64_t global_batch,
@@ -67,10 +94,37 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
   torch::NoGradGuard no_grad;
   Profiler off(false, torch::kCPU);
   Profiler& prof = profiler ? *profiler : off;
-  auto forward_timer = std::make_unique<Profiler::Scope>(prof, Phase::kForward);
   const auto x = x_in.contiguous(), eps = eps_in.contiguous();
   const double c = 1.0 / static_cast<double>(global_batch);
+  const int64_t rows = x.size(0);
+  const int64_t chunks = chunks_for(rows, torch::get_num_threads());
+  if (chunks == 1) return run_rows(x, eps, c * beta, c, grads_[0], prof);
 
+  for (int64_t t = 1; t < chunks; ++t) grads_of_chunk(static_cast<size_t>(t));  // before the threads start
+  std::vector<LossTerms> terms(static_cast<size_t>(chunks));
+  // One chunk per thread; inside, oneDNN and ATen see a parallel region and run on one core.
+  at::parallel_for(0, chunks, /*grain_size=*/1, [&](int64_t first, int64_t end) {
+    for (int64_t t = first; t < end; ++t) {
+      const int64_t r0 = rows * t / chunks, r1 = rows * (t + 1) / chunks;
+      terms[static_cast<size_t>(t)] = run_rows(x.narrow(0, r0, r1 - r0), eps.narrow(0, r0, r1 - r0), c * beta, c,
+                                               grads_[static_cast<size_t>(t)], t == 0 ? prof : off);
+    }
+  });
+  Profiler::Scope summing(prof, Phase::kBackward);
+  for (size_t i = 0; i < grads_[0].size(); ++i) {
+    for (int64_t t = 1; t < chunks; ++t) grads_[0][i].add_(grads_[static_cast<size_t>(t)][i]);
+  }
+  std::vector<torch::Tensor> bce, kld;
+  for (const auto& t : terms) {
+    bce.push_back(t.bce);
+    kld.push_back(t.kld);
+  }
+  return {torch::cat(bce), torch::cat(kld)};
+}
+
+LossTerms CpuStep::run_rows(const torch::Tensor& x, const torch::Tensor& eps, double cb, double c,
+                            const LayerGrads& grads, Profiler& prof) {
+  auto forward_timer = std::make_unique<Profiler::Scope>(prof, Phase::kForward);
   // Forward. enc[i] is the input of encoder layer i; enc.back() feeds the head.
   std::vector<torch::Tensor> enc = {x};
   for (const auto& lin : layers_.encoder) enc.push_back(linear(enc.back(), lin, /*relu=*/true));
@@ -90,15 +144,19 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
   forward_timer.reset();
   Profiler::Scope backward_timer(prof, Phase::kBackward);
 
-  // Backward through the decoder; ReLU's gradient masks where its output was 0.
+  // Backward through the decoder; ReLU's gradient masks where its output was 0. Layer l of
+  // all_ has its gradients at grads[2l] (weight) and grads[2l + 1] (bias).
+  const size_t head = layers_.encoder.size();
   for (size_t j = last + 1; j-- > 0;) {
-    auto gin = linear_backward(g, dec[j], layers_.decoder[j], /*need_input_grad=*/true);
+    const size_t l = head + 1 + j;
+    auto gin = linear_backward(g, dec[j], all_[l], grads[2 * l], grads[2 * l + 1], /*need_input_grad=*/true);
     g = j > 0 ? at::threshold_backward(gin, dec[j], 0) : gin;
   }
-  g = linear_backward(latent_backward(g, stats, sd, eps, c * beta), enc.back(), layers_.head, /*need_input_grad=*/true);
-  for (size_t i = layers_.encoder.size(); i-- > 0;) {
+  g = linear_backward(latent_backward(g, stats, sd, eps, cb), enc.back(), all_[head], grads[2 * head],
+                      grads[2 * head + 1], /*need_input_grad=*/true);
+  for (size_t i = head; i-- > 0;) {
     g = at::threshold_backward(g, enc[i + 1], 0);  // through the ReLU after encoder layer i
-    g = linear_backward(g, enc[i], layers_.encoder[i], /*need_input_grad=*/i > 0);
+    g = linear_backward(g, enc[i], all_[i], grads[2 * i], grads[2 * i + 1], /*need_input_grad=*/i > 0);
   }
   return {bce, kld};
 }

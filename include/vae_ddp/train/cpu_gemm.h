@@ -16,7 +16,8 @@ struct GemmOp {
 };
 
 // C[M, N] = op(A)[M, K] · op(B)[K, N] (+ bias[N]) with the options in `op`. All fp32,
-// contiguous row-major; `bias` may be null. Runs on the caller's OpenMP thread count.
+// contiguous row-major; `bias` may be null. Runs on the caller's OpenMP thread count, or
+// on the calling thread alone inside a parallel region; several threads may call it at once.
 void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
           float* c);
 

@@ -26,13 +26,36 @@ class CpuStep {
   // For rows x [B, 784] and noise eps [B, latent]: writes (overwrites) into each
   // parameter's .grad() the gradient of  sum_rows (bce + beta * kld) / global_batch,
   // and returns the per-row terms (each [B]).
-  // `profiler`, when given, times the forward and backward halves.
+  // With T intra-op threads and at least kRowsPerChunk rows per thread, the rows are split
+  // into T chunks that run the whole step at once, one per thread, each GEMM on one core;
+  // the chunks' weight gradients are then summed. With fewer rows, one chunk runs and
+  // oneDNN splits each GEMM across the threads instead.
+  // `profiler`, when given, times the forward and backward halves (of the first chunk,
+  // plus the summing of the gradients).
   LossTerms run(const torch::Tensor& x, const torch::Tensor& eps, double beta, int64_t global_batch,
                 Profiler* profiler = nullptr);
 
+  // Fewer rows than this per thread, and the GEMMs run short of their speed.
+  static constexpr int64_t kRowsPerChunk = 32;
+  // How many chunks `rows` rows are split into on `threads` threads (1: not split).
+  static int64_t chunks_for(int64_t rows, int64_t threads);
+
  private:
+  // The gradient of each layer's weight and bias, two tensors per layer, layers in the
+  // order encoder, head, decoder.
+  using LayerGrads = std::vector<torch::Tensor>;
+
+  // The whole step for one chunk of rows; its gradients go to `grads`. `cb` = beta / global
+  // batch, `c` = 1 / global batch.
+  LossTerms run_rows(const torch::Tensor& x, const torch::Tensor& eps, double cb, double c, const LayerGrads& grads,
+                     Profiler& prof);
+  // Chunk t's gradients: the parameters' own for t = 0, scratch buffers (kept) for others.
+  const LayerGrads& grads_of_chunk(size_t t);
+
   VAEImpl::Layers layers_;
+  std::vector<torch::nn::Linear> all_;  // encoder, head, decoder: the order of LayerGrads
   int64_t latent_;
+  std::vector<LayerGrads> grads_;  // [0]: the parameters' .grad()s; [t > 0]: scratch
 };
 
 }  // namespace vae
