@@ -157,13 +157,14 @@ TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
 TEST_F(ConfigTest, Bf16OnTheCpuNeedsNativeBf16) {
   Config c;
   c.precision = Precision::kBF16;
-  const std::string e =
-      testing::ErrorOf([&] { validate_for_device(c, /*cuda=*/false, /*native_bf16=*/false, "Some CPU"); });
-  EXPECT_NE(e.find("--precision bf16: this CPU (Some CPU) has no native bf16"), std::string::npos) << e;
-  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, /*native_bf16=*/true, "Some CPU"));
-  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/true, /*native_bf16=*/false, "Some CPU"));  // the GPU's bf16
+  const CpuInfo emulated{"Some CPU", "AVX2", /*native_bf16=*/false}, native{"Some CPU", "AMX-BF16", true};
+  const std::string e = testing::ErrorOf([&] { validate_for_device(c, /*cuda=*/false, emulated); });
+  EXPECT_NE(e.find("--precision bf16: this CPU (Some CPU (AVX2, bf16 emulated)) has no native bf16"), std::string::npos)
+      << e;
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, native));
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/true, emulated));  // the GPU's bf16
   c.precision = Precision::kFP32;
-  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, /*native_bf16=*/false, "Some CPU"));
+  EXPECT_NO_THROW(validate_for_device(c, /*cuda=*/false, emulated));
 }
 
 }  // namespace

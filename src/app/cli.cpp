@@ -101,9 +101,7 @@ Config train_config(const cxxopts::ParseResult& r) {
   }
   validate(c);
   // Checked from the device type `auto` resolves to.
-  const CpuInfo& cpu = cpu_info();
-  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()),
-                      cpu.native_bf16, describe_cpu(cpu));
+  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()), cpu_info());
   return c;
 }
 

@@ -287,16 +287,14 @@ void validate(const Config& c) {
   require_positive(c.comm_timeout, "comm-timeout");
 }
 
-void validate_for_device(const Config& c, bool cuda, bool native_bf16, const std::string& cpu) {
+void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu) {
   if (cuda) return;
   require(c.precision != Precision::kFP16,
           "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32 (or bf16 on a CPU with native bf16)");
-  if (c.precision == Precision::kBF16 && !native_bf16) {
-    throw UsageError(fmt::format(
-        "--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would run about 50x "
-        "slower than fp32 here; use --precision fp32 (the default)",
-        cpu));
-  }
+  require(c.precision != Precision::kBF16 || cpu.native_bf16,
+          fmt::format("--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would run "
+                      "about 50x slower than fp32 here; use --precision fp32 (the default)",
+                      describe_cpu(cpu)));
   require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
 

@@ -65,11 +65,11 @@ CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_d
                     p.grad().is_contiguous(),
                 "CpuStep: needs contiguous fp32 CPU parameters with gradient buffers");
   }
-  all_ = layers_.encoder;
-  all_.push_back(layers_.head);
-  all_.insert(all_.end(), layers_.decoder.begin(), layers_.decoder.end());
+  std::vector<torch::nn::Linear> all = layers_.encoder;
+  all.push_back(layers_.head);
+  all.insert(all.end(), layers_.decoder.begin(), layers_.decoder.end());
   LayerGrads own;
-  for (const auto& lin : all_) {
+  for (const auto& lin : all) {
     own.push_back(lin->weight.grad());
     own.push_back(lin->bias.grad());
   }
@@ -80,13 +80,12 @@ int64_t CpuStep::chunks_for(int64_t rows, int64_t threads) {
   return std::max<int64_t>(1, std::min(threads, rows / kRowsPerChunk));
 }
 
-const CpuStep::LayerGrads& CpuStep::grads_of_chunk(size_t t) {
-  while (grads_.size() <= t) {
+void CpuStep::add_scratch(int64_t chunks) {
+  while (static_cast<int64_t>(grads_.size()) < chunks) {
     LayerGrads scratch;
     for (const auto& g : grads_[0]) scratch.push_back(torch::empty_like(g));
     grads_.push_back(std::move(scratch));
   }
-  return grads_[t];
 }
 
 LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, double beta, int64_t global_batch,
@@ -100,7 +99,7 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
   const int64_t chunks = chunks_for(rows, torch::get_num_threads());
   if (chunks == 1) return run_rows(x, eps, c * beta, c, grads_[0], prof);
 
-  for (int64_t t = 1; t < chunks; ++t) grads_of_chunk(static_cast<size_t>(t));  // before the threads start
+  add_scratch(chunks);  // before the threads start
   std::vector<LossTerms> terms(static_cast<size_t>(chunks));
   // One chunk per thread; inside, oneDNN and ATen see a parallel region and run on one core.
   at::parallel_for(0, chunks, /*grain_size=*/1, [&](int64_t first, int64_t end) {
@@ -144,19 +143,19 @@ LossTerms CpuStep::run_rows(const torch::Tensor& x, const torch::Tensor& eps, do
   forward_timer.reset();
   Profiler::Scope backward_timer(prof, Phase::kBackward);
 
-  // Backward through the decoder; ReLU's gradient masks where its output was 0. Layer l of
-  // all_ has its gradients at grads[2l] (weight) and grads[2l + 1] (bias).
+  // Backward through the decoder; ReLU's gradient masks where its output was 0. Layer l in
+  // the order encoder, head, decoder has its gradients at grads[2l] (weight) and grads[2l + 1] (bias).
   const size_t head = layers_.encoder.size();
   for (size_t j = last + 1; j-- > 0;) {
     const size_t l = head + 1 + j;
-    auto gin = linear_backward(g, dec[j], all_[l], grads[2 * l], grads[2 * l + 1], /*need_input_grad=*/true);
+    auto gin = linear_backward(g, dec[j], layers_.decoder[j], grads[2 * l], grads[2 * l + 1], /*need_input_grad=*/true);
     g = j > 0 ? at::threshold_backward(gin, dec[j], 0) : gin;
   }
-  g = linear_backward(latent_backward(g, stats, sd, eps, cb), enc.back(), all_[head], grads[2 * head],
+  g = linear_backward(latent_backward(g, stats, sd, eps, cb), enc.back(), layers_.head, grads[2 * head],
                       grads[2 * head + 1], /*need_input_grad=*/true);
   for (size_t i = head; i-- > 0;) {
     g = at::threshold_backward(g, enc[i + 1], 0);  // through the ReLU after encoder layer i
-    g = linear_backward(g, enc[i], all_[i], grads[2 * i], grads[2 * i + 1], /*need_input_grad=*/i > 0);
+    g = linear_backward(g, enc[i], layers_.encoder[i], grads[2 * i], grads[2 * i + 1], /*need_input_grad=*/i > 0);
   }
   return {bce, kld};
 }

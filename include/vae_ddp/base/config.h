@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "vae_ddp/base/cpu_info.h"
 #include "vae_ddp/base/errors.h"
 
 namespace vae {
@@ -165,8 +166,8 @@ bool parse_bool(const std::string& text, const std::string& where);
 // Checks every rule on its own; throws UsageError naming the flag and value.
 void validate(const Config& c);
 // The rules that depend on the device type `auto` resolved to and on the CPU: fp16 and NCCL
-// need CUDA; bf16 on the CPU needs native bf16 (cpu_info.h), where `cpu` names the CPU.
-void validate_for_device(const Config& c, bool cuda, bool native_bf16, const std::string& cpu);
+// need CUDA; bf16 on the CPU needs native bf16 (cpu_info.h).
+void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu);
 
 // Reads a YAML mapping of field keys over `base`. Throws UsageError naming the file
 // for a missing/unreadable file, bad YAML, an unknown key or a value of the wrong type.

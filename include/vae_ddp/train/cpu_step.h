@@ -49,11 +49,10 @@ class CpuStep {
   // batch, `c` = 1 / global batch.
   LossTerms run_rows(const torch::Tensor& x, const torch::Tensor& eps, double cb, double c, const LayerGrads& grads,
                      Profiler& prof);
-  // Chunk t's gradients: the parameters' own for t = 0, scratch buffers (kept) for others.
-  const LayerGrads& grads_of_chunk(size_t t);
+  // Makes (once) the scratch gradients of chunks 1 .. chunks-1.
+  void add_scratch(int64_t chunks);
 
   VAEImpl::Layers layers_;
-  std::vector<torch::nn::Linear> all_;  // encoder, head, decoder: the order of LayerGrads
   int64_t latent_;
   std::vector<LayerGrads> grads_;  // [0]: the parameters' .grad()s; [t > 0]: scratch
 };
