@@ -11,7 +11,9 @@ test loss each reached after --epochs epochs, time ratios against each reference
 all-reduce time per step, and the compute roofline (model FLOPs per image x images/s
 against the GEMM ceiling measured by bench/gemm_peak for the same shapes and threads), with
 the CPU's model and ISA as vae_ddp's start-up table names them (base/cpu_info.h), and the
-speed-ups of more ranks and more threads over one.
+speed-ups of more ranks and more threads over one. On a CPU, a second table times the fast
+path's step alone (bench/step_bench) at each thread count: fp32 and bf16 GEMMs, the batch's
+rows split one chunk per thread or not.
 Started by ./launch/bench, which builds everything first.
 """
 import argparse
@@ -77,6 +79,13 @@ def gemm_peak(args, threads):
     out = run([os.path.join(args.build_dir, "bench", "gemm_peak"), "--batch-size", str(args.batch_size),
                "--threads", str(threads)])
     return json.loads(out)
+
+
+def step_bench(args, threads):
+    """bench/step_bench's variants (fp32/bf16 GEMMs, rows split or one chunk) at `threads`."""
+    out = run([os.path.join(args.build_dir, "bench", "step_bench"), "--batch-size", str(args.batch_size),
+               "--threads", str(threads)])
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def layout(program):
@@ -176,10 +185,27 @@ def main():
                 speedup = summary["vae_ddp x%d t%d" % (r, t)]["images_per_s"] / summary["vae_ddp x%d t1" % r]["images_per_s"]
                 print("threads: %d rank(s) x %d threads vs 1 thread: %.2fx images/s (efficiency %.0f%%)"
                       % (r, t, speedup, 100 * speedup / t))
+    steps = {}
+    if args.device == "cpu":
+        steps = {t: step_bench(args, t) for t in sorted(set(args.threads))}
+        print("\nCPU: %s" % cpu)
+        print("The fast path's step alone (bench/step_bench: forward, backward and Adam on one batch of %d; "
+              "median and min over 15 rounds of 40 steps, variants alternated)" % args.batch_size)
+        print("| threads | GEMMs | rows | step ms (median) | min | Adam ms |")
+        print("|---|---|---|---|---|---|")
+        for t, rows in steps.items():
+            for v in rows:
+                gemms, split = v["variant"].split(" ", 1)
+                if v["bf16_gemms"] != "-":
+                    gemms += " (%s)" % v["bf16_gemms"]
+                print("| %d | %s | %s (%d chunk%s) | %.3f | %.3f | %.3f |" % (
+                    t, gemms, split, v["chunks"], "s" if v["chunks"] > 1 else "", v["step_ms"], v["step_ms_min"],
+                    v["adam_ms"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "cpu": cpu, "summary": summary, "runs": results,
-                       "gemm_peak": {str(t): p for t, p in peaks.items()}}, f, indent=1)
+                       "gemm_peak": {str(t): p for t, p in peaks.items()},
+                       "step_bench": {str(t): v for t, v in steps.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include "bench_args.h"
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/model/model.h"
 #include "vae_ddp/train/cpu_gemm.h"
@@ -36,14 +37,9 @@ std::vector<Layer> step_layers(const std::vector<int64_t>& hidden, int64_t laten
 }  // namespace
 
 int main(int argc, char** argv) {
-  vae::Config c;
-  c.threads = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    for (const auto& f : vae::config_fields()) {
-      if (flag == std::string("--") + f.name) vae::field_from_string(c, f, value, flag);
-    }
-  }
+  vae::Config defaults;
+  defaults.threads = 1;
+  const vae::Config c = vae::bench::parse_flags(argc, argv, defaults);
   torch::set_num_threads(static_cast<int>(c.threads));
   const int64_t b = c.batch_size;
   const auto layers = step_layers(c.hidden_dims, c.latent_dim);

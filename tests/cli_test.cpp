@@ -193,7 +193,8 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
 }
 
 // bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) would run about 50x slower than
-// fp32: refused at start with one line. The detection is forced either way.
+// fp32: refused at start with one line. The detection is forced either way; forced on, bf16
+// trains on the fast path (its GEMMs emulated on a CPU without bf16 kernels).
 TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: --device auto would take it";
   const std::string bin = VAE_DDP_BINARY, run = " --precision bf16 --data-dir " + data_ + " --log-every 0";
@@ -208,6 +209,10 @@ TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
       "VAE_CPU_NATIVE_BF16=1 " + bin + run + " --train-limit 500 --epochs 1 --out-dir " + (tmp_ / "b"), tmp_.path());
   EXPECT_EQ(native.code, 0) << native.err;
   EXPECT_NE(native.out.find("cpu: "), std::string::npos) << "the start-up table names the CPU:\n" << native.out;
+  EXPECT_TRUE(std::regex_search(native.out,
+                                std::regex(R"(step: CPU fast path \((oneDNN|ATen) GEMMs, bf16 (matmuls|emulated)\))")))
+      << "bf16 runs on the fast path, and the start-up table says how:\n"
+      << native.out;
 }
 
 TEST_F(CliTest, FlagsThatNeedAGpuAreUsageErrorsOnCpu) {

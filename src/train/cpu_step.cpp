@@ -12,31 +12,36 @@ namespace {
 
 float* f32(const torch::Tensor& t) { return t.data_ptr<float>(); }
 
-// out [B, N] = in [B, K] · W^T + b, then ReLU if asked: a torch Linear.
-torch::Tensor linear(const torch::Tensor& in, const torch::nn::Linear& lin, bool relu) {
+// out [B, N] = in [B, K] · W^T + b, then ReLU if asked: a torch Linear. `bf16`: the GEMM
+// multiplies in bf16.
+torch::Tensor linear(const torch::Tensor& in, const torch::nn::Linear& lin, bool relu, bool bf16) {
   const auto& w = lin->weight;  // [N, K]
   auto out = torch::empty({in.size(0), w.size(0)}, in.options());
   cpu::GemmOp op;
   op.trans_b = true;
   op.relu = relu;
+  op.bf16 = bf16;
   cpu::gemm(op, in.size(0), w.size(0), w.size(1), f32(in), f32(w), f32(lin->bias), f32(out));
   return out;
 }
 
 // Given g = dLoss/d(out) [B, N] of `lin` applied to `in` [B, K]: writes the weight and
 // bias gradients into dw [N, K] and db [N] and returns dLoss/d(in) [B, K] (undefined when
-// `need_input_grad` is false).
+// `need_input_grad` is false). `bf16`: the GEMMs multiply in bf16.
 torch::Tensor linear_backward(const torch::Tensor& g, const torch::Tensor& in, const torch::nn::Linear& lin,
-                              torch::Tensor dw, torch::Tensor db, bool need_input_grad) {
+                              torch::Tensor dw, torch::Tensor db, bool need_input_grad, bool bf16) {
   const auto& w = lin->weight;  // [N, K]
   const int64_t b = g.size(0), n = w.size(0), k = w.size(1);
   cpu::GemmOp t_a;
   t_a.trans_a = true;
+  t_a.bf16 = bf16;
   cpu::gemm(t_a, n, k, b, f32(g), f32(in), nullptr, f32(dw));  // dW [N, K] = g^T · in
   at::sum_out(db, g, /*dim=*/{0});                             // db [N]
   if (!need_input_grad) return {};
   auto gin = torch::empty({b, k}, g.options());
-  cpu::gemm(cpu::GemmOp{}, b, k, n, f32(g), f32(w), nullptr, f32(gin));  // [B, K] = g · W
+  cpu::GemmOp plain;
+  plain.bf16 = bf16;
+  cpu::gemm(plain, b, k, n, f32(g), f32(w), nullptr, f32(gin));  // [B, K] = g · W
   return gin;
 }
 
@@ -59,7 +64,8 @@ bool CpuStep::supports(const ModelOptions& o) {
          o.recon_loss == ReconLoss::kBce;
 }
 
-CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_dim()) {
+CpuStep::CpuStep(VAE& model, CpuStepOptions options)
+    : layers_(model->layers()), latent_(model->latent_dim()), options_(options) {
   for (const auto& p : model->parameters()) {
     TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() && p.grad().defined() &&
                     p.grad().is_contiguous(),
@@ -76,8 +82,8 @@ CpuStep::CpuStep(VAE& model) : layers_(model->layers()), latent_(model->latent_d
   grads_.push_back(std::move(own));
 }
 
-int64_t CpuStep::chunks_for(int64_t rows, int64_t threads) {
-  return std::max<int64_t>(1, std::min(threads, rows / kRowsPerChunk));
+int64_t CpuStep::chunks_for(int64_t rows, int64_t threads, int64_t rows_per_chunk) {
+  return std::max<int64_t>(1, std::min(threads, rows / rows_per_chunk));
 }
 
 void CpuStep::add_scratch(int64_t chunks) {
@@ -96,7 +102,7 @@ LossTerms CpuStep::run(const torch::Tensor& x_in, const torch::Tensor& eps_in, d
   const auto x = x_in.contiguous(), eps = eps_in.contiguous();
   const double c = 1.0 / static_cast<double>(global_batch);
   const int64_t rows = x.size(0);
-  const int64_t chunks = chunks_for(rows, torch::get_num_threads());
+  const int64_t chunks = chunks_for(rows, torch::get_num_threads(), options_.rows_per_chunk);
   if (chunks == 1) return run_rows(x, eps, c * beta, c, grads_[0], prof);
 
   add_scratch(chunks);  // before the threads start
@@ -126,16 +132,17 @@ LossTerms CpuStep::run_rows(const torch::Tensor& x, const torch::Tensor& eps, do
   auto forward_timer = std::make_unique<Profiler::Scope>(prof, Phase::kForward);
   // Forward. enc[i] is the input of encoder layer i; enc.back() feeds the head.
   std::vector<torch::Tensor> enc = {x};
-  for (const auto& lin : layers_.encoder) enc.push_back(linear(enc.back(), lin, /*relu=*/true));
-  const auto stats = linear(enc.back(), layers_.head, /*relu=*/false);  // [B, 2L]
+  const bool bf16 = options_.bf16;
+  for (const auto& lin : layers_.encoder) enc.push_back(linear(enc.back(), lin, /*relu=*/true, bf16));
+  const auto stats = linear(enc.back(), layers_.head, /*relu=*/false, bf16);  // [B, 2L]
   const auto mu = stats.narrow(/*dim=*/1, 0, latent_), logvar = stats.narrow(1, latent_, latent_);
   const auto sd = (0.5 * logvar).exp();                               // [B, L]
   const auto z = torch::addcmul(mu, sd, eps);                         // mu + sd * eps
   auto kld = -0.5 * (1 + logvar - mu.square() - sd.square()).sum(1);  // [B]
   std::vector<torch::Tensor> dec = {z};
   const size_t last = layers_.decoder.size() - 1;
-  for (size_t j = 0; j < last; ++j) dec.push_back(linear(dec.back(), layers_.decoder[j], /*relu=*/true));
-  const auto logits = linear(dec.back(), layers_.decoder[last], /*relu=*/false);  // [B, 784]
+  for (size_t j = 0; j < last; ++j) dec.push_back(linear(dec.back(), layers_.decoder[j], /*relu=*/true, bf16));
+  const auto logits = linear(dec.back(), layers_.decoder[last], /*relu=*/false, bf16);  // [B, 784]
 
   // Bernoulli NLL from logits, and its gradient (sigmoid(l) - x) / global_batch.
   auto bce = torch::addcmul(torch::softplus(logits), logits, x, /*value=*/-1).sum(1);  // [B]
@@ -148,14 +155,15 @@ LossTerms CpuStep::run_rows(const torch::Tensor& x, const torch::Tensor& eps, do
   const size_t head = layers_.encoder.size();
   for (size_t j = last + 1; j-- > 0;) {
     const size_t l = head + 1 + j;
-    auto gin = linear_backward(g, dec[j], layers_.decoder[j], grads[2 * l], grads[2 * l + 1], /*need_input_grad=*/true);
+    auto gin =
+        linear_backward(g, dec[j], layers_.decoder[j], grads[2 * l], grads[2 * l + 1], /*need_input_grad=*/true, bf16);
     g = j > 0 ? at::threshold_backward(gin, dec[j], 0) : gin;
   }
   g = linear_backward(latent_backward(g, stats, sd, eps, cb), enc.back(), layers_.head, grads[2 * head],
-                      grads[2 * head + 1], /*need_input_grad=*/true);
+                      grads[2 * head + 1], /*need_input_grad=*/true, bf16);
   for (size_t i = head; i-- > 0;) {
     g = at::threshold_backward(g, enc[i + 1], 0);  // through the ReLU after encoder layer i
-    g = linear_backward(g, enc[i], layers_.encoder[i], grads[2 * i], grads[2 * i + 1], /*need_input_grad=*/i > 0);
+    g = linear_backward(g, enc[i], layers_.encoder[i], grads[2 * i], grads[2 * i + 1], /*need_input_grad=*/i > 0, bf16);
   }
   return {bce, kld};
 }

@@ -40,11 +40,11 @@ class AutogradStep final : public Step {
   Profiler& profiler_;
 };
 
-// The CPU fp32 fast path (cpu_step.h) for the models it implements. It reads beta on the
-// host: on the CPU that costs no wait.
+// The CPU fast path (cpu_step.h) for the models it implements, in fp32 or with bf16 GEMMs.
+// It reads beta on the host: on the CPU that costs no wait.
 class CpuFastStep final : public Step {
  public:
-  CpuFastStep(VAE& model, Profiler& profiler) : impl_(model), profiler_(profiler) {}
+  CpuFastStep(VAE& model, CpuStepOptions options, Profiler& profiler) : impl_(model, options), profiler_(profiler) {}
 
   StepResult run(const Batch& b, const torch::Tensor& beta) override {
     StepResult r;
@@ -52,6 +52,7 @@ class CpuFastStep final : public Step {
     r.loss = objective(r.terms, beta, b.global_rows);
     return r;
   }
+  bool overwrites_gradients() const override { return true; }
 
  private:
   CpuStep impl_;
@@ -61,7 +62,7 @@ class CpuFastStep final : public Step {
 // Why the CPU fast path does not run this configuration ("" when it does).
 std::string why_not_fast(const Config& c, const ModelOptions& o, torch::Device device, Precision precision) {
   if (!device.is_cpu()) return "device " + device.str();
-  if (precision != Precision::kFP32) return "--precision " + name_of(c.precision);
+  if (precision != Precision::kFP32 && precision != Precision::kBF16) return "--precision " + name_of(c.precision);
   if (!c.cpu_fast_path) return "--cpu-fast-path false";
   if (!CpuStep::supports(o)) return "a model variant the fast path does not implement";
   return "";
@@ -73,8 +74,11 @@ StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precis
                        Profiler& profiler) {
   const std::string why = why_not_fast(c, model->options(), device, precision);
   if (why.empty()) {
-    return {std::make_unique<CpuFastStep>(model, profiler),
-            fmt::format("CPU fast path ({} GEMMs)", cpu::gemm_library())};
+    CpuStepOptions options;
+    options.bf16 = precision == Precision::kBF16;
+    const char* bf16 = !options.bf16 ? "" : cpu::gemm_bf16_native() ? ", bf16 matmuls" : ", bf16 emulated";
+    return {std::make_unique<CpuFastStep>(model, options, profiler),
+            fmt::format("CPU fast path ({} GEMMs{})", cpu::gemm_library(), bf16)};
   }
   return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == ReconLoss::kMse, scaler, profiler),
           fmt::format("autograd ({})", why)};

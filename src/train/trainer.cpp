@@ -100,9 +100,14 @@ Batch Trainer::make_batch(int64_t step) {
 
 bool Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
   const Batch batch = make_batch(step);
-  flat_->zero_grads();
   // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
-  if (batch.rows() > 0 || config_.batch_norm) {
+  const bool runs = batch.rows() > 0 || config_.batch_norm;
+  if (runs && step_.step->overwrites_gradients()) {
+    flat_->zero_slots();
+  } else {
+    flat_->zero_grads();
+  }
+  if (runs) {
     const StepResult r = step_.step->run(batch, beta_);
     if (precision_ != Precision::kFP16) {
       flat_->slot(FlatParameters::kNonFinite)

@@ -57,6 +57,8 @@ class FlatParameters {
   int64_t numel() const { return numel_; }
   // Zeroes gradients and slots (one memset); the views stay attached.
   void zero_grads() { grads_and_slots_.zero_(); }
+  // Zeroes the slots alone, for a step that overwrites every gradient.
+  void zero_slots() { grads_and_slots_.slice(/*dim=*/0, numel_).zero_(); }
 
  private:
   torch::Tensor params_, grads_and_slots_;

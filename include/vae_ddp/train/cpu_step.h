@@ -14,11 +14,20 @@
 
 namespace vae {
 
+struct CpuStepOptions {
+  // The GEMMs multiply in bf16 and sum in fp32 (cpu_gemm.h); weights, gradients, the
+  // activations between the GEMMs and the elementwise work stay fp32.
+  bool bf16 = false;
+  // Fewer rows than this per thread, and the GEMMs run short of their speed: the rows are
+  // then not split (see run()).
+  int64_t rows_per_chunk = 32;
+};
+
 class CpuStep {
  public:
   // `model` must be on the CPU, fp32, with every parameter's .grad() defined and
   // contiguous (FlatParameters views).
-  explicit CpuStep(VAE& model);
+  explicit CpuStep(VAE& model, CpuStepOptions options = {});
   // True for the models it implements: ReLU, no BatchNorm, no dropout, unconditional,
   // Bernoulli (BCE) decoder. Other variants train through autograd.
   static bool supports(const ModelOptions& o);
@@ -26,7 +35,7 @@ class CpuStep {
   // For rows x [B, 784] and noise eps [B, latent]: writes (overwrites) into each
   // parameter's .grad() the gradient of  sum_rows (bce + beta * kld) / global_batch,
   // and returns the per-row terms (each [B]).
-  // With T intra-op threads and at least kRowsPerChunk rows per thread, the rows are split
+  // With T intra-op threads and at least rows_per_chunk rows per thread, the rows are split
   // into T chunks that run the whole step at once, one per thread, each GEMM on one core;
   // the chunks' weight gradients are then summed. With fewer rows, one chunk runs and
   // oneDNN splits each GEMM across the threads instead.
@@ -35,10 +44,8 @@ class CpuStep {
   LossTerms run(const torch::Tensor& x, const torch::Tensor& eps, double beta, int64_t global_batch,
                 Profiler* profiler = nullptr);
 
-  // Fewer rows than this per thread, and the GEMMs run short of their speed.
-  static constexpr int64_t kRowsPerChunk = 32;
   // How many chunks `rows` rows are split into on `threads` threads (1: not split).
-  static int64_t chunks_for(int64_t rows, int64_t threads);
+  static int64_t chunks_for(int64_t rows, int64_t threads, int64_t rows_per_chunk = CpuStepOptions{}.rows_per_chunk);
 
  private:
   // The gradient of each layer's weight and bias, two tensors per layer, layers in the
@@ -54,6 +61,7 @@ class CpuStep {
 
   VAEImpl::Layers layers_;
   int64_t latent_;
+  CpuStepOptions options_;
   std::vector<LayerGrads> grads_;  // [0]: the parameters' .grad()s; [t > 0]: scratch
 };
 

@@ -1,6 +1,6 @@
 // A training step's forward and backward on this rank's rows, behind one interface, with
 // its implementations side by side in step.cpp: autograd (any model variant, any device,
-// any precision) and the CPU fp32 fast path (cpu_step.h). The trainer picks one at start
+// any precision) and the CPU fast path (cpu_step.h; fp32, or bf16 GEMMs). The trainer picks one at start
 // (choose_step) and says which, and why, in the start-up table; a CUDA fast path goes here
 // beside them.
 #pragma once
@@ -29,14 +29,18 @@ struct StepResult {
 class Step {
  public:
   virtual ~Step() = default;
-  // Adds to the model's gradients (zeroed by the caller) d(loss)/d(parameters), times the
+  // Adds to the model's gradients (zeroed by the caller; or writes them, see
+  // overwrites_gradients()) d(loss)/d(parameters), times the
   // loss scale under fp16. `beta`: [1] on the device.
   virtual StepResult run(const Batch& batch, const torch::Tensor& beta) = 0;
+  // True when run() writes every gradient rather than adding to it: the caller then need
+  // not zero them first (one pass over the gradients fewer per step).
+  virtual bool overwrites_gradients() const { return false; }
 };
 
 struct StepChoice {
   std::unique_ptr<Step> step;
-  std::string description;  // e.g. "CPU fast path (oneDNN GEMMs)" or "autograd (--precision bf16)"
+  std::string description;  // e.g. "CPU fast path (oneDNN GEMMs)" or "autograd (--precision fp16)"
 };
 
 // The fastest implementation that computes this configuration's step. `model`'s gradients
