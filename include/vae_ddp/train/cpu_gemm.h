@@ -17,11 +17,12 @@ struct GemmOp {
 };
 
 // C[M, N] = op(A)[M, K] · op(B)[K, N] (+ bias[N]) with the options in `op`. All fp32,
-// contiguous row-major; `bias` may be null. With `op.bf16` the GEMM multiplies A and B as
-// bf16 and accumulates in fp32 (C and the bias stay fp32): on bf16 hardware (AVX512-BF16,
-// AMX) as bf16 matmuls, elsewhere emulated (operands rounded, then an fp32 GEMM: the same
-// numbers up to the order of the sums, at fp32 speed or a little less). Runs on the caller's OpenMP thread count, or
-// on the calling thread alone inside a parallel region; several threads may call it at once.
+// contiguous row-major; `bias` may be null. Runs on the caller's OpenMP thread count, or on
+// the calling thread alone inside a parallel region; several threads may call it at once.
+// With `op.bf16` the GEMM multiplies A and B as bf16 and accumulates in fp32 (C and the bias
+// stay fp32): on bf16 hardware (AVX512-BF16, AMX) as bf16 matmuls, elsewhere emulated
+// (operands rounded, then an fp32 GEMM: the same numbers up to the order of the sums, at
+// about fp32's speed).
 void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
           float* c);
 

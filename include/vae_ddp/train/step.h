@@ -1,8 +1,8 @@
 // A training step's forward and backward on this rank's rows, behind one interface, with
 // its implementations side by side in step.cpp: autograd (any model variant, any device,
-// any precision) and the CPU fast path (cpu_step.h; fp32, or bf16 GEMMs). The trainer picks one at start
-// (choose_step) and says which, and why, in the start-up table; a CUDA fast path goes here
-// beside them.
+// any precision) and the CPU fast path (cpu_step.h; fp32, or bf16 GEMMs). The trainer
+// picks one at start (choose_step) and says which, and why, in the start-up table; a CUDA
+// fast path goes here beside them.
 #pragma once
 
 #include <memory>
@@ -29,9 +29,9 @@ struct StepResult {
 class Step {
  public:
   virtual ~Step() = default;
-  // Adds to the model's gradients (zeroed by the caller; or writes them, see
-  // overwrites_gradients()) d(loss)/d(parameters), times the
-  // loss scale under fp16. `beta`: [1] on the device.
+  // Adds d(loss)/d(parameters), times the loss scale under fp16, to the model's gradients
+  // (zeroed by the caller), or writes it there (see overwrites_gradients()). `beta`: [1] on
+  // the device.
   virtual StepResult run(const Batch& batch, const torch::Tensor& beta) = 0;
   // True when run() writes every gradient rather than adding to it: the caller then need
   // not zero them first (one pass over the gradients fewer per step).
