@@ -192,8 +192,8 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
   ExpectUsageError("eval --checkpoint x.pt --iw-samples -1", "--iw-samples must be >= 0");
 }
 
-// bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) would run about 50x slower than
-// fp32: refused at start with one line. The detection is forced either way; forced on, bf16
+// bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) is no faster than fp32 on the fast
+// path and about 50x slower through autograd: refused at start with one line. The detection is forced either way; forced on, bf16
 // trains on the fast path (its GEMMs emulated on a CPU without bf16 kernels).
 TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: --device auto would take it";

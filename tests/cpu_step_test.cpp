@@ -52,7 +52,9 @@ TEST(CpuGemmTest, MatchesTorchMatmul) {
     const auto expected = op.bf16 ? result(bf16_rounded(a_mk), bf16_rounded(b_kn)) : fp32;
     cpu::gemm(op, m, n, k, a.data_ptr<float>(), b.data_ptr<float>(), bias.data_ptr<float>(), c.data_ptr<float>());
     EXPECT_TRUE(torch::allclose(c, expected, /*rtol=*/1e-5, /*atol=*/1e-5)) << "case " << mask;
-    if (op.bf16) EXPECT_GT((c - fp32).abs().max().item<double>(), 1e-3) << "case " << mask << ": no bf16 rounding";
+    if (op.bf16) {
+      EXPECT_GT((c - fp32).abs().max().item<double>(), 1e-3) << "case " << mask << ": no bf16 rounding";
+    }
   }
 }
 

@@ -77,9 +77,10 @@ const Field kFields[] = {
     {"device", &Config::device,
      "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`"},
     {"precision", &Config::precision,
-     "`fp32`, `bf16` (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX; refused on others, where it runs about "
-     "50x slower than fp32), `fp16` (CUDA only, with dynamic loss scaling): autocast around forward and loss; "
-     "weights and Adam state stay fp32"},
+     "`fp32`, `bf16` (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX; refused on other CPUs, where it is no "
+     "faster than fp32, and about 50x slower through autograd), `fp16` (CUDA only, with dynamic loss scaling): "
+     "autocast around forward and loss (on the CPU fast path, bf16 GEMMs instead); weights and Adam state stay "
+     "fp32"},
     {"backend", &Config::backend,
      "gradient all-reduce: `nccl` (CUDA tensors) or `mpi` (CPU tensors); `auto` picks by device"},
     {"comm-timeout", &Config::comm_timeout,
@@ -292,8 +293,9 @@ void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu) {
   require(c.precision != Precision::kFP16,
           "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32 (or bf16 on a CPU with native bf16)");
   require(c.precision != Precision::kBF16 || cpu.native_bf16,
-          fmt::format("--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would run "
-                      "about 50x slower than fp32 here; use --precision fp32 (the default)",
+          fmt::format("--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would be "
+                      "no faster than fp32 here (emulated), and about 50x slower for a model that trains through "
+                      "autograd; use --precision fp32 (the default)",
                       describe_cpu(cpu)));
   require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
