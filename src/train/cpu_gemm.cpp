@@ -79,15 +79,12 @@ bool bf16_matmul_available() {
   return available;
 }
 
-// The n values at `from` rounded to bf16 (to nearest even), as bf16 or back as fp32.
-const c10::BFloat16* as_bf16(const float* from, int64_t n, std::vector<c10::BFloat16>& to) {
+// The n values at `from` rounded to bf16 (to nearest even), stored as T: bf16 itself
+// (native), or fp32 again (emulated).
+template <class T>
+const T* rounded_to_bf16(const float* from, int64_t n, std::vector<T>& to) {
   to.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) to[static_cast<size_t>(i)] = c10::BFloat16(from[i]);
-  return to.data();
-}
-const float* rounded_to_bf16(const float* from, int64_t n, std::vector<float>& to) {
-  to.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) to[static_cast<size_t>(i)] = static_cast<float>(c10::BFloat16(from[i]));
+  for (int64_t i = 0; i < n; ++i) to[static_cast<size_t>(i)] = static_cast<T>(c10::BFloat16(from[i]));
   return to.data();
 }
 
@@ -119,8 +116,8 @@ void gemm(const GemmOp& op, int64_t m, int64_t n, int64_t k, const float* a, con
   void* pa = const_cast<float*>(a);
   void* pb = const_cast<float*>(b);
   if (entry->bf16_operands) {
-    pa = const_cast<c10::BFloat16*>(as_bf16(a, m * k, mine.a16));
-    pb = const_cast<c10::BFloat16*>(as_bf16(b, k * n, mine.b16));
+    pa = const_cast<c10::BFloat16*>(rounded_to_bf16(a, m * k, mine.a16));
+    pb = const_cast<c10::BFloat16*>(rounded_to_bf16(b, k * n, mine.b16));
   } else if (op.bf16) {
     pa = const_cast<float*>(rounded_to_bf16(a, m * k, mine.a32));
     pb = const_cast<float*>(rounded_to_bf16(b, k * n, mine.b32));
