@@ -193,8 +193,9 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
 }
 
 // bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) is no faster than fp32 on the fast
-// path and about 50x slower through autograd: refused at start with one line. The detection is forced either way; forced on, bf16
-// trains on the fast path (its GEMMs emulated on a CPU without bf16 kernels).
+// path and about 50x slower through autograd: refused at start with one line. The detection
+// is forced either way; forced on, bf16 trains on the fast path (its GEMMs emulated on a CPU
+// without bf16 kernels).
 TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: --device auto would take it";
   const std::string bin = VAE_DDP_BINARY, run = " --precision bf16 --data-dir " + data_ + " --log-every 0";

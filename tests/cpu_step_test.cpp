@@ -58,6 +58,22 @@ TEST(CpuGemmTest, MatchesTorchMatmul) {
   }
 }
 
+// |a - b| / |b| (the denominator kept off zero).
+double RelativeDifference(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
+}
+
+// Each parameter's slice of the flat gradients `got` within `tol` of `want`'s, relative: a
+// small layer cannot hide behind a big one.
+void ExpectEachParameterWithin(VAE& model, const torch::Tensor& got, const torch::Tensor& want, double tol) {
+  int64_t offset = 0;
+  for (const auto& p : model->parameters()) {
+    EXPECT_LT(RelativeDifference(got.narrow(0, offset, p.numel()), want.narrow(0, offset, p.numel())), tol)
+        << "parameter at " << offset;
+    offset += p.numel();
+  }
+}
+
 // The fast path's loss terms and gradients for `rows` rows of a global batch of `global`
 // against autograd's, run on `threads` intra-op threads.
 void ExpectFastStepMatchesAutograd(const std::vector<int64_t>& hidden, int64_t rows, int64_t global, int threads) {
@@ -82,15 +98,8 @@ void ExpectFastStepMatchesAutograd(const std::vector<int64_t>& hidden, int64_t r
   torch::set_num_threads(before);
   EXPECT_TRUE(torch::allclose(fast.bce, terms.bce.detach(), 1e-5, 1e-3));
   EXPECT_TRUE(torch::allclose(fast.kld, terms.kld.detach(), 1e-5, 1e-4));
-  const double rel = ((buffer.grads() - autograd).norm() / autograd.norm()).item<double>();
-  EXPECT_LT(rel, 1e-5) << "relative gradient difference";
-  // Per tensor too, so a small layer cannot hide behind a big one.
-  int64_t offset = 0;
-  for (const auto& p : model->parameters()) {
-    auto a = autograd.narrow(0, offset, p.numel()), f = buffer.grads().narrow(0, offset, p.numel());
-    EXPECT_LT(((f - a).norm() / a.norm().clamp_min(1e-12)).item<double>(), 1e-4) << "parameter at " << offset;
-    offset += p.numel();
-  }
+  EXPECT_LT(RelativeDifference(buffer.grads(), autograd), 1e-5) << "relative gradient difference";
+  ExpectEachParameterWithin(model, buffer.grads(), autograd, 1e-4);
 }
 
 class CpuStepTest : public ::testing::TestWithParam<std::vector<int64_t>> {};
@@ -143,10 +152,6 @@ torch::Tensor Bf16ReferenceObjective(VAE& model, const torch::Tensor& x, const t
   return objective(loss_terms(logits, x, mu, logvar), beta, global);
 }
 
-double RelativeDifference(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a - b).norm() / b.norm()).item<double>();
-}
-
 // The bf16 fast path (bf16 GEMMs, everything else fp32) on `threads` threads against
 // (1) autograd through Bf16Linear layers: the same arithmetic, so fp32-tight up to the order
 // of the sums and the odd operand that rounds the other way; (2) autograd in fp32 and
@@ -170,14 +175,14 @@ void ExpectBf16FastStepMatches(const std::vector<int64_t>& hidden, int64_t rows,
     return buffer.grads().clone();
   };
   const auto reference = gradient_of([&] { return Bf16ReferenceObjective(model, x, eps, beta, global); });
-  const auto fp32 = gradient_of([&] {
+  auto autograd_loss = [&] {
     auto out = model->forward(x, eps);
     return objective(loss_terms(out.logits, x, out.mu, out.logvar), beta, global);
-  });
+  };
+  const auto fp32 = gradient_of(autograd_loss);
   const auto autocast = gradient_of([&] {
     AutocastGuard guard(torch::kCPU, Precision::kBF16);
-    auto out = model->forward(x, eps);
-    return objective(loss_terms(out.logits, x, out.mu, out.logvar), beta, global);
+    return autograd_loss();
   });
 
   buffer.zero_grads();
@@ -198,12 +203,7 @@ void ExpectBf16FastStepMatches(const std::vector<int64_t>& hidden, int64_t rows,
       "%.2e vs autocast bf16 (autocast vs fp32: %.2e)\n",
       threads, vs_reference, vs_fp32, vs_autocast, RelativeDifference(autocast, fp32));
   EXPECT_LT(vs_reference, 1e-5);
-  int64_t offset = 0;
-  for (const auto& p : model->parameters()) {
-    EXPECT_LT(RelativeDifference(fast.narrow(0, offset, p.numel()), reference.narrow(0, offset, p.numel())), 1e-4)
-        << "parameter at " << offset;
-    offset += p.numel();
-  }
+  ExpectEachParameterWithin(model, fast, reference, 1e-4);
   EXPECT_LT(vs_fp32, 0.1);
   EXPECT_LT(vs_autocast, 0.1);
   EXPECT_GT(vs_fp32, 1e-4) << "the GEMMs did not round to bf16";
