@@ -17,7 +17,7 @@ if readelf -d "$BUILD/vae_ddp" | grep NEEDED | grep -Eq 'libmpi|libnccl|libcairo
 fi
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
-"$BUILD/vae_ddp" --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 500 --epochs 1 --log-every 0 >/dev/null
+"$BUILD/vae_ddp" --device cpu --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 500 --epochs 1 --log-every 0 >/dev/null
 test -f "$OUT/run/checkpoints/last.pt" || { echo "FAIL: no checkpoint written" >&2; exit 1; }
 test ! -e "$OUT/run/loss_curves.png" || { echo "FAIL: loss curves drawn without cairo" >&2; exit 1; }
 # refused ARGS PATTERN: vae_ddp ARGS exits 2 with one line that matches PATTERN.
@@ -27,7 +27,7 @@ refused() {
   [ "$rc" -eq 2 ] && [ "$(wc -l <"$OUT/err")" -eq 1 ] && grep -q "$2" "$OUT/err" ||
     { echo "FAIL: vae_ddp $1 gave $rc: $(cat "$OUT/err")" >&2; exit 1; }
 }
-refused "--world 2" "mpirun -np 2"
-refused "latent-map --checkpoint $OUT/run/checkpoints/last.pt --data-dir $DATA --out $OUT/l.png" "without cairo"
-refused "--download --data-dir $OUT/empty --out-dir $OUT/dl" "without libcurl"
+refused "--device cpu --world 2" "mpirun -np 2"
+refused "latent-map --device cpu --checkpoint $OUT/run/checkpoints/last.pt --data-dir $DATA --out $OUT/l.png" "without cairo"
+refused "--device cpu --download --data-dir $OUT/empty --out-dir $OUT/dl" "without libcurl"
 echo "the smallest build trains in one process and refuses --world 2, latent-map and --download"

@@ -25,9 +25,10 @@ class CliTest : public ::testing::Test {
     ASSERT_TRUE(fs::exists(std::string(VAE_DDP_DATA_DIR) + "/train-images-idx3-ubyte"))
         << "MNIST missing in " << VAE_DDP_DATA_DIR << ": run ./launch/test, which fetches it";
   }
-  // Runs `vae_ddp <args>` and captures its exit code, stdout and stderr.
+  // Runs `vae_ddp <args>` on the CPU (testing::OnCpu) and captures its exit code, stdout
+  // and stderr.
   Result Run(const std::string& args) {
-    return testing::run_command(std::string(VAE_DDP_BINARY) + " " + args, tmp_.path());
+    return testing::run_command(std::string(VAE_DDP_BINARY) + " " + testing::OnCpu(args), tmp_.path());
   }
   // A quick training run on the first 2000 images.
   Result Train(const std::string& out_dir, const std::string& extra) {
@@ -197,8 +198,7 @@ TEST_F(CliTest, BadFlagsAreUsageErrors) {
 // is forced either way; forced on, bf16 trains on the fast path (its GEMMs emulated on a CPU
 // without bf16 kernels).
 TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
-  if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: --device auto would take it";
-  const std::string bin = VAE_DDP_BINARY, run = " --precision bf16 --data-dir " + data_ + " --log-every 0";
+  const std::string bin = VAE_DDP_BINARY, run = " --device cpu --precision bf16 --data-dir " + data_ + " --log-every 0";
   const Result refused =
       testing::run_command("VAE_CPU_NATIVE_BF16=0 " + bin + run + " --out-dir " + (tmp_ / "a"), tmp_.path());
   EXPECT_EQ(refused.code, 2) << refused.err;
@@ -273,6 +273,33 @@ TEST_F(CliTest, BadCheckpointsAreUsageErrors) {
 TEST_F(CliTest, UnwritableOutDirIsAUsageError) {
   testing::write_bytes(tmp_ / "file", {1});
   ExpectUsageError("--out-dir " + (tmp_ / "file/sub"), "--out-dir");
+}
+
+// ctest runs this binary with VAE_DDP_TEST_AUTO_DEVICE=cuda: `auto` then picks CUDA, as on
+// a GPU box, and a run that forgot `--device cpu` fails here with one line.
+TEST_F(CliTest, AutoPicksCudaUnderTheTestSuitesGpuStandIn) {
+  if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: auto picks it for real";
+  const std::string args = " --data-dir " + data_ + " --out-dir " + (tmp_ / "o") + " --train-limit 200 --epochs 1";
+  const Result r = testing::run_command("VAE_DDP_TEST_AUTO_DEVICE=cuda " + std::string(VAE_DDP_BINARY) + args, tmp_.path());
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--device auto: VAE_DDP_TEST_AUTO_DEVICE=cuda"), std::string::npos) << r.err;
+  const Result plain =
+      testing::run_command("env -u VAE_DDP_TEST_AUTO_DEVICE " + std::string(VAE_DDP_BINARY) + args, tmp_.path());
+  EXPECT_EQ(plain.code, 0) << plain.err;  // without it, auto is the CPU here
+}
+
+// One rank per GPU, or the one GPU that a per-task binding (CUDA_VISIBLE_DEVICES naming one
+// device) leaves each rank.
+TEST(DeviceTest, EachLocalRankGetsItsGpu) {
+  EXPECT_EQ(gpu_for_local_rank(0, 4, nullptr), 0);
+  EXPECT_EQ(gpu_for_local_rank(3, 4, nullptr), 3);
+  EXPECT_EQ(gpu_for_local_rank(3, 4, "0,1,2,3"), 3);
+  EXPECT_EQ(gpu_for_local_rank(2, 1, "5"), 0);  // Slurm bound GPU 5 to this task: cuda:0 is it
+  EXPECT_EQ(gpu_for_local_rank(0, 1, "GPU-8f2c"), 0);
+  const std::string e = testing::ErrorOf([] { gpu_for_local_rank(1, 1, nullptr); });
+  EXPECT_NE(e.find("local rank 1 needs GPU 1, but this node shows 1 GPU(s)"), std::string::npos) << e;
+  EXPECT_THROW(gpu_for_local_rank(2, 2, "0,1"), UsageError);
+  EXPECT_THROW(gpu_for_local_rank(1, 1, ""), UsageError);
 }
 
 TEST_F(CliTest, CudaWithoutGpuIsAUsageError) {

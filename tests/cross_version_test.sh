@@ -14,7 +14,7 @@ TOL=${TOL:-1e-5}   # relative, on losses of order 100
 [ -x "$OTHER" ] || { echo "skipped: no other build at $OTHER (./launch/test builds both)"; exit 77; }
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-common=(--data-dir "$DATA" --train-limit 2000 --log-every 0 --sample-every 0 --threads 1)
+common=(--device cpu --data-dir "$DATA" --train-limit 2000 --log-every 0 --sample-every 0 --threads 1)
 "$OTHER" "${common[@]}" --out-dir "$OUT/A" --epochs 1 >"$OUT/A.log" 2>&1
 "$THIS" "${common[@]}" --out-dir "$OUT/B" --epochs 1 >"$OUT/B.log" 2>&1
 echo "A: $OTHER ($(grep -o -m1 'libtorch [^ ]*' "$OUT/A.log"))"
@@ -47,8 +47,8 @@ for w in A B; do
 done
 
 # 3. eval of one checkpoint in both builds.
-ea=$("$OTHER" eval --checkpoint "$OUT/A/checkpoints/last.pt" --data-dir "$DATA" --json | grep -o '"test_loss": *[0-9.e+-]*' | awk '{print $2}')
-eb=$("$THIS" eval --checkpoint "$OUT/A/checkpoints/last.pt" --data-dir "$DATA" --json | grep -o '"test_loss": *[0-9.e+-]*' | awk '{print $2}')
+ea=$("$OTHER" eval --device cpu --checkpoint "$OUT/A/checkpoints/last.pt" --data-dir "$DATA" --json | grep -o '"test_loss": *[0-9.e+-]*' | awk '{print $2}')
+eb=$("$THIS" eval --device cpu --checkpoint "$OUT/A/checkpoints/last.pt" --data-dir "$DATA" --json | grep -o '"test_loss": *[0-9.e+-]*' | awk '{print $2}')
 echo "eval of A's checkpoint: test loss $ea (A) / $eb (B)"
 close "$ea" "$eb" || { echo "FAIL: eval differs by more than $TOL relative"; exit 1; }
 echo "checkpoints cross libtorch versions both ways (tolerance $TOL relative)"

@@ -138,25 +138,31 @@ TEST(LossScalerTest, InfSkipsTheStepAndHalvesTheScale) {
   LossScaler scaler(/*enabled=*/true, torch::kCPU);
   auto grads = torch::full({7}, 65536.0f);
   grads[3] = std::numeric_limits<float>::infinity();
-  auto flag = scaler.non_finite(grads);
-  EXPECT_EQ(flag.item<float>(), 1.0f);
-  EXPECT_TRUE(scaler.unscale_and_update(grads, flag));
+  const auto found = scaler.unscale_and_update(grads);
+  EXPECT_EQ(found.device().type(), torch::kCPU);  // where the gradients are: no host decision
+  EXPECT_EQ(found.item<float>(), 1.0f);
   EXPECT_EQ(scaler.state().scale, 32768.0);
   EXPECT_EQ(scaler.state().growth_tracker, 0);
 }
 
-TEST(LossScalerTest, FlagFromAnotherRankSkipsFiniteGradients) {
-  LossScaler scaler(true, torch::kCPU);
-  auto grads = torch::full({4}, 131072.0f);
-  EXPECT_TRUE(scaler.unscale_and_update(grads, torch::ones({1})));  // the summed flag says: some rank saw inf
-  EXPECT_EQ(scaler.state().scale, 32768.0);
+// What another rank's overflow leaves in the all-reduced sum: inf + finite = inf,
+// inf + (-inf) = NaN, NaN + x = NaN; each must skip, finite gradients must not.
+TEST(LossScalerTest, AnyRanksInfOrNanInTheSumSkips) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const float bad : {inf + 1.0f, inf - inf, nan + 2.0f, -inf}) {
+    LossScaler scaler(true, torch::kCPU);
+    auto grads = torch::full({4}, 131072.0f);
+    grads[2] = bad;
+    EXPECT_EQ(scaler.unscale_and_update(grads).item<float>(), 1.0f) << bad;
+    EXPECT_EQ(scaler.state().scale, 32768.0);
+  }
 }
 
 TEST(LossScalerTest, UnscalesAndGrowsAfterTheInterval) {
   LossScaler scaler(true, torch::kCPU, ScalerState{1024.0, 0}, 2.0, 0.5, /*growth_interval=*/3);
   for (int i = 0; i < 3; ++i) {
     auto grads = torch::full({2}, 2048.0f);
-    EXPECT_FALSE(scaler.unscale_and_update(grads, torch::zeros({1})));
+    EXPECT_EQ(scaler.unscale_and_update(grads).item<float>(), 0.0f);
     EXPECT_EQ(grads[0].item<float>(), 2.0f);  // divided by the scale of that step, 1024
   }
   EXPECT_EQ(scaler.state().scale, 2048.0);  // grew after 3 good steps
@@ -167,7 +173,8 @@ TEST(LossScalerTest, UnscalesAndGrowsAfterTheInterval) {
 TEST(LossScalerTest, DisabledIsTheIdentity) {
   LossScaler scaler(false, torch::kCPU);
   auto grads = torch::full({2}, std::numeric_limits<float>::infinity());
-  EXPECT_FALSE(scaler.unscale_and_update(grads, torch::ones({1})));
+  EXPECT_FALSE(scaler.unscale_and_update(grads).defined());
+  EXPECT_TRUE(std::isinf(grads[0].item<float>()));
   EXPECT_EQ(scaler.scale(torch::full({}, 3.0f)).item<float>(), 3.0f);
 }
 
@@ -226,6 +233,25 @@ TEST(CommTest, BackendMustFitTheDevice) {
   EXPECT_EQ(make_communicator(one, Backend::kAuto, torch::kCPU, std::chrono::seconds(1))->name(), "local");
   EXPECT_EQ(make_communicator(one, Backend::kMpi, torch::kCPU, std::chrono::seconds(1))->name(), "local");
   EXPECT_THROW(make_communicator(one, Backend::kNccl, torch::kCPU, std::chrono::seconds(1)), UsageError);
+}
+
+// One GPU needs no NCCL, in a build with or without it: a CUDA device object needs no GPU.
+TEST(CommTest, OneGpuProcessNeedsNoNccl) {
+  const World one;
+  const torch::Device gpu(torch::kCUDA, 0);
+  EXPECT_EQ(make_communicator(one, Backend::kAuto, gpu, std::chrono::seconds(1))->name(), "local");
+  World launched_one;
+  launched_one.launched = true;  // mpirun -np 1
+  EXPECT_EQ(make_communicator(launched_one, Backend::kAuto, gpu, std::chrono::seconds(1))->name(), "local");
+  // Several ranks on GPUs need NCCL; MPI reduces CPU tensors only.
+  World two;
+  two.size = 2;
+  two.launched = true;
+  EXPECT_THROW(make_communicator(two, Backend::kMpi, gpu, std::chrono::seconds(1)), UsageError);
+  if (!built_with_nccl()) {
+    const std::string e = testing::ErrorOf([&] { make_communicator(two, Backend::kAuto, gpu, std::chrono::seconds(1)); });
+    EXPECT_NE(e.find("built without NCCL"), std::string::npos) << e;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Faults end to end: preemption signals, killed ranks, a killed checkpoint writer, damaged
 // checkpoints, a diverging loss and a full disk. Nothing the user has is lost, and no job
 // hangs.
+#include <chrono>
 #include <filesystem>
 #include <regex>
 
@@ -18,7 +19,7 @@ class FaultTest : public ::testing::Test {
  protected:
   // 3001 images in batches of 100: 31 steps per epoch (the last one a single image).
   std::string Args(const std::string& out_dir, const std::string& extra) const {
-    return " --data-dir " + data_ + " --out-dir " + out_dir +
+    return " --device cpu --data-dir " + data_ + " --out-dir " + out_dir +
            " --train-limit 3001 --batch-size 100 --hidden-dims 64 --latent-dim 8 --threads 1 --log-every 5"
            " --sample-every 0 " +
            extra;
@@ -113,6 +114,22 @@ TEST_F(FaultTest, FullDiskIsAClearErrorAndKeepsTheOldCheckpoint) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("last.pt.tmp: write failed: No space left on device"), std::string::npos) << r.err;
   EXPECT_EQ(testing::read_bytes(tmp_ / "run/checkpoints/last.pt"), before);
+}
+
+// A communicator set-up that fails on one rank (injected here; on a GPU node, a GPU that
+// rank cannot bind) ends every rank promptly with that rank's one error line: no rank is
+// left waiting in a collective the failed one never joins.
+TEST_F(FaultTest, CommunicatorSetupFailingOnOneRankEndsEveryRank) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = Train(2, tmp_ / "run", "--epochs 1", "VAE_DDP_TEST_FAULT=commsetup:1:0");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_NE(r.err.find("[rank 1] injected fault (VAE_DDP_TEST_FAULT): communicator set-up failed on rank 1"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(testing::Count(r.err, "vae_ddp: error:"), 1) << r.err;
+  EXPECT_EQ(r.err.find("MPI_ABORT"), std::string::npos) << "every rank left together, not through an abort:\n" << r.err;
+  EXPECT_LT(seconds, 60) << "the ranks ended together, not after --comm-timeout";
 }
 
 TEST_F(FaultTest, KilledRankEndsTheJobWithNothingLeftBehind) {

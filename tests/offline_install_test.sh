@@ -72,7 +72,7 @@ echo "install and build: $(($(date +%s) - start)) s"
 source "$HOME/vae/env.sh"
 cd dl/vae_ddp
 run=(--epochs 1 --train-limit 2048 --log-every 0 --threads 1)
-./build/vae_ddp --world 1 "${run[@]}" --out-dir "$HOME/one"
+./build/vae_ddp --world 1 --device cpu "${run[@]}" --out-dir "$HOME/one"
 mpirun -np 2 --oversubscribe ./build/vae_ddp --device cpu "${run[@]}" --out-dir "$HOME/two" 2>&1 | tee "$HOME/mpirun.log"
 # A relocated Open MPI that misses its components or help files says so, and may still run.
 if grep -q "Sorry!\|help file\|component.*not found" "$HOME/mpirun.log"; then echo "FAIL: Open MPI is not relocated"; exit 1; fi

@@ -21,10 +21,10 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 case "$MODE" in
   parity)
-    "$BIN" trace --out "$OUT" --steps 20 --data-dir "$DATA" --threads 1 "$@"
+    "$BIN" trace --device cpu --out "$OUT" --steps 20 --data-dir "$DATA" --threads 1 "$@"
     "$PY" "$SRC/bench/reference.py" parity "$OUT" --tolerance 1e-4 | tail -1 ;;
   export)
-    "$BIN" --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 1000 --epochs 1 --log-every 0 --sample-every 0 \
+    "$BIN" --device cpu --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 1000 --epochs 1 --log-every 0 --sample-every 0 \
       --threads 1 "$@" >/dev/null
     "$BIN" export --checkpoint "$OUT/run/checkpoints/last.pt" --out "$OUT/weights.pt" --data-dir "$DATA"
     "$PY" "$SRC/bench/reference.py" check-export "$OUT/weights.pt" --data-dir "$DATA" ;;

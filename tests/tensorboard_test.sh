@@ -12,7 +12,7 @@ CHECK=$SRC/tests/tensorboard_check.py
 }
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-common=(--data-dir "$DATA" --out-dir "$OUT/run" --train-limit 1000 --log-every 4 --threads 1)
+common=(--device cpu --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 1000 --log-every 4 --threads 1)
 "$BIN" "${common[@]}" --epochs 2 --resume none >/dev/null
 "$BIN" "${common[@]}" --epochs 3 >/dev/null
 /usr/bin/python3 "$CHECK" "$OUT/run"

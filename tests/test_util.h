@@ -21,6 +21,29 @@
 
 namespace vae::testing {
 
+// `args` for the vae_ddp binary pinned to the CPU: `--device cpu` right after the
+// subcommand word (or first, for training flags), for every subcommand that takes --device, so
+// that a test meant for the CPU does not train on a GPU box's `auto` choice. A --device
+// later in `args` still wins (cxxopts keeps the last value).
+inline std::string OnCpu(const std::string& args) {
+  const std::string first = args.substr(0, args.find(' '));
+  for (const char* no_device : {"export", "inspect"}) {
+    if (first == no_device) return args;
+  }
+  for (const char* command : {"train", "eval", "sample", "latent-map", "manifold", "interpolate", "trace"}) {
+    if (first == command) return first + " --device cpu" + args.substr(first.size());
+  }
+  if (!first.empty() && first[0] != '-') return args;  // not a subcommand: left for vae_ddp to refuse
+  return "--device cpu " + args;
+}
+
+// How many times `needle` occurs in `text`.
+inline int Count(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
 // The one-process communicator (every collective is the identity), for in-process tests.
 inline Communicator& LocalComm() {
   static auto comm = make_local_communicator(World{});

@@ -1,6 +1,8 @@
 // The model variants of the seed recipes: each checked against an independent
 // computation (closed forms, libtorch's own modules and optimizers), then for shapes
 // and one epoch of training.
+#include <limits>
+
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -116,9 +118,11 @@ TEST(VariantsTest, ConditionalModelUsesTheLabel) {
 }
 
 // Runs `steps` updates of FlatAdam and of libtorch's `reference` optimizer from the same
-// weights and gradients; returns the largest difference of the weights.
+// weights and gradients; returns the largest difference of the weights. `device_path`:
+// FlatAdam's ATen sequence (what CUDA runs, with its step count on the device) instead of
+// the fused CPU loop.
 template <class Reference, class Options>
-double AdamDifference(bool decoupled, const Options& ref_options, double weight_decay) {
+double AdamDifference(bool decoupled, const Options& ref_options, double weight_decay, bool device_path = false) {
   torch::manual_seed(5);
   auto w0 = torch::randn({37});
   auto ours = w0.clone().requires_grad_(), theirs = w0.clone().requires_grad_();
@@ -134,9 +138,10 @@ double AdamDifference(bool decoupled, const Options& ref_options, double weight_
     auto g = torch::randn({37});
     grads.copy_(g);
     theirs.mutable_grad() = g.clone();
-    flat.step();
+    flat.step(device_path ? torch::zeros({}) : torch::Tensor());  // skip = 0: the ATen sequence
     reference.step();
   }
+  EXPECT_EQ(flat.steps(), 5);
   return (ours - theirs).abs().max().item<double>();
 }
 
@@ -145,6 +150,44 @@ TEST(VariantsTest, AdamWeightDecayMatchesLibtorch) {
   EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)), 1e-6);
   // The control: AdamW is not Adam with L2.
   EXPECT_GT((AdamDifference<torch::optim::Adam>(true, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1)), 1e-4);
+}
+
+TEST(VariantsTest, AdamDevicePathMatchesLibtorch) {
+  EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01), 0, true)), 1e-6);
+  EXPECT_LT(
+      (AdamDifference<torch::optim::AdamW>(true, torch::optim::AdamWOptions(0.01).weight_decay(0.1), 0.1, true)), 1e-6);
+  EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1, true)),
+            1e-6);
+}
+
+// fp16's skip, decided on the device: a skipped update changes nothing (weights, moments,
+// step count), so the run continues exactly as one that never saw that step.
+TEST(VariantsTest, AdamSkipOnTheDeviceLeavesEverythingAsItWas) {
+  torch::manual_seed(6);
+  const auto w0 = torch::randn({29});
+  auto a = w0.clone().requires_grad_(), b = w0.clone().requires_grad_();
+  FlatParameters sa({a}), sb({b});
+  AdamOptions options;
+  options.lr = 0.01;
+  FlatAdam with_skip(sa.params(), sa.grads(), options), without(sb.params(), sb.grads(), options);
+  const auto g1 = torch::randn({29}), g2 = torch::randn({29});
+  sa.grads().copy_(g1);
+  with_skip.step(torch::zeros({1}));
+  sa.grads().fill_(std::numeric_limits<float>::infinity());  // the overflowed step
+  const auto p_before = sa.params().clone(), m_before = with_skip.exp_avg().clone();
+  with_skip.step(torch::ones({1}));
+  EXPECT_TRUE(torch::equal(sa.params(), p_before));
+  EXPECT_TRUE(torch::equal(with_skip.exp_avg(), m_before));
+  EXPECT_EQ(with_skip.steps(), 1);
+  sa.grads().copy_(g2);
+  with_skip.step(torch::zeros({1}));
+  for (const auto& g : {g1, g2}) {
+    sb.grads().copy_(g);
+    without.step(torch::zeros({1}));
+  }
+  EXPECT_TRUE(torch::equal(sa.params(), sb.params()));
+  EXPECT_TRUE(torch::equal(with_skip.exp_avg_sq(), without.exp_avg_sq()));
+  EXPECT_EQ(with_skip.steps(), 2);
 }
 
 TEST(VariantsTest, GradientClippingMatchesLibtorch) {

@@ -101,7 +101,8 @@ Config train_config(const cxxopts::ParseResult& r) {
   }
   validate(c);
   // Checked from the device type `auto` resolves to.
-  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && cuda_usable()), cpu_info());
+  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && auto_picks_cuda()),
+                      cpu_info());
   return c;
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,22 +18,34 @@ namespace vae {
 
 bool cuda_usable() { return torch::cuda::is_available(); }
 
+bool auto_picks_cuda() {
+  const char* test = std::getenv("VAE_DDP_TEST_AUTO_DEVICE");
+  return (test && std::string(test) == "cuda") || cuda_usable();
+}
+
+int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices) {
+  // A site that binds one GPU per task leaves each rank one visible device, whatever its rank.
+  const std::string named = cuda_visible_devices ? cuda_visible_devices : "";
+  if (visible == 1 && !named.empty() && named.find(',') == std::string::npos) return 0;
+  if (local_rank < visible) return local_rank;
+  throw UsageError(
+      fmt::format("--device cuda: local rank {} needs GPU {}, but this node shows {} GPU(s); "
+                  "launch at most {} rank(s) per node, or bind one GPU per task (CUDA_VISIBLE_DEVICES)",
+                  local_rank, local_rank, visible, visible));
+}
+
 torch::Device resolve_device(DeviceKind device, int local_rank) {
-  const bool cuda = cuda_usable();
-  if (device == DeviceKind::kCuda && !cuda) {
-    throw UsageError(
-        "--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
-        "use --device cpu, or build against a CUDA libtorch (README: CUDA build)");
+  if (device == DeviceKind::kCpu || (device == DeviceKind::kAuto && !auto_picks_cuda())) return torch::kCPU;
+  if (!cuda_usable()) {
+    throw UsageError(device == DeviceKind::kCuda
+                         ? "--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
+                           "use --device cpu, or build against a CUDA libtorch (README: CUDA build)"
+                         : "--device auto: VAE_DDP_TEST_AUTO_DEVICE=cuda makes auto pick CUDA, as on a GPU box; "
+                           "a test that means the CPU passes --device cpu");
   }
-  if (device == DeviceKind::kCpu || !cuda) return torch::Device(torch::kCPU);
-  const auto gpus = static_cast<int>(torch::cuda::device_count());
-  if (local_rank >= gpus) {
-    throw UsageError(
-        fmt::format("--device {}: local rank {} needs GPU {}, but this node shows {} GPU(s); "
-                    "launch at most {} rank(s) per node",
-                    name_of(device), local_rank, local_rank, gpus, gpus));
-  }
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  const int gpu =
+      gpu_for_local_rank(local_rank, static_cast<int>(torch::cuda::device_count()), std::getenv("CUDA_VISIBLE_DEVICES"));
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(gpu));
 }
 
 int configure_threads(int64_t threads, int local_ranks) {

@@ -27,8 +27,8 @@ Fault parse_fault() {
   if (!text || !*text) return {};
   std::smatch m;
   const std::string s = text;
-  if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|slowsave):(\d+):(\d+))"))) {
-    throw UsageError(fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|slowsave:RANK:AT", s));
+  if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|slowsave|commsetup):(\d+):(\d+))"))) {
+    throw UsageError(fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|slowsave|commsetup:RANK:AT", s));
   }
   return {m[1], std::stoi(m[2]), std::stoll(m[3])};
 }
@@ -38,7 +38,13 @@ Fault parse_fault() {
 FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at) {
   static const Fault fault = parse_fault();
   if (fault.kind.empty() || fault.rank != rank || fault.at != at) return FaultAction::kNone;
-  if ((fault.kind == "slowsave") != (site == FaultSite::kSave)) return FaultAction::kNone;
+  const FaultSite site_of_kind = fault.kind == "slowsave"    ? FaultSite::kSave
+                                 : fault.kind == "commsetup" ? FaultSite::kCommSetup
+                                                             : FaultSite::kStep;
+  if (site != site_of_kind) return FaultAction::kNone;
+  if (fault.kind == "commsetup") {
+    throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT): communicator set-up failed on rank {}", rank));
+  }
   if (fault.kind == "throw") {
     throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT) at step {}", at));
   }

@@ -112,9 +112,13 @@ torch::Tensor parse_idx(const std::vector<uint8_t>& bytes, int expected_rank, co
   return t;
 }
 
-torch::Tensor binarize_batch(const torch::Tensor& images, int64_t seed, int64_t epoch, int64_t step) {
+torch::Tensor binarize_draws(int64_t rows, int64_t pixels, int64_t seed, int64_t epoch, int64_t step) {
   auto gen = make_generator(seed, Stream::kBinarizeTrain, epoch, step);
-  auto u = torch::rand(images.sizes(), gen, torch::kFloat32).to(images.device());
+  return torch::rand({rows, pixels}, gen, torch::kFloat32);
+}
+
+torch::Tensor binarize_batch(const torch::Tensor& images, int64_t seed, int64_t epoch, int64_t step) {
+  const auto u = binarize_draws(images.size(0), images.size(1), seed, epoch, step).to(images.device());
   return (u < images).to(torch::kFloat32);
 }
 

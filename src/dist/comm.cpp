@@ -23,6 +23,8 @@ std::unique_ptr<Communicator> make_local_communicator(const World& w) { return s
 std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend, torch::Device device,
                                                 std::chrono::seconds timeout) {
   const bool cuda = device.is_cuda();
+  // One GPU reduces nothing: it needs no NCCL (unless NCCL is asked for by name).
+  if (cuda && w.size == 1 && backend == Backend::kAuto) return make_local_communicator(w);
   if (backend == Backend::kNccl || (backend == Backend::kAuto && cuda)) {
     if (!cuda)
       throw UsageError("--backend nccl: NCCL reduces CUDA tensors; use --device cuda, or --backend mpi on CPU");
@@ -31,7 +33,6 @@ std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend,
           "--backend nccl: this vae_ddp was built without NCCL (configure with the CUDA toolkit "
           "or NCCL_ROOT; README: CUDA build)");
     }
-    if (w.size == 1 && backend == Backend::kAuto) return make_local_communicator(w);
     return make_nccl_communicator(w, device, timeout);
   }
   // mpi (or auto on CPU)

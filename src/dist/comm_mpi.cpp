@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/base/fault_injection.h"
 #include "vae_ddp/dist/watchdog.h"
 
 #ifdef VAE_WITH_MPI
@@ -17,7 +18,10 @@ MPI_Datatype mpi_type(const torch::Tensor& t) { return dtype_code(t, "MPI", MPI_
 
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator(const World& w, std::chrono::seconds timeout) : Communicator(w), watchdog_(w, timeout) {}
+  // Collective: a rank whose set-up fails ends every rank with its error (no hang).
+  MpiCommunicator(const World& w, std::chrono::seconds timeout) : Communicator(w), watchdog_(w, timeout) {
+    run_collectively(w, [&] { maybe_inject_fault(FaultSite::kCommSetup, w.rank, 0); });
+  }
 
   void allreduce_sum(torch::Tensor& t) override {
     require_cpu_contiguous(t, "all-reduce");

@@ -2,15 +2,17 @@
 // rank binds its GPU and joins with ncclCommInitRank. Collectives are enqueued on the
 // stream the compute uses, so stream order (not a host sync) puts each all-reduce
 // after the backward pass that filled its buffer and before the optimizer that reads
-// it. A CUDA event recorded after each collective lets the watchdog see one that never
-// completes; it also polls ncclCommGetAsyncError, and on either it calls ncclCommAbort
-// and ends the job.
+// it. CUDA events recorded before and after each collective let the watchdog see one that
+// the GPU has reached but that never completes (the deadline counts from the first, so a
+// host running steps ahead does not shorten it); it also polls ncclCommGetAsyncError, and
+// on either it calls ncclCommAbort and ends the job. Its thread binds this rank's GPU.
 //
 // Only the CUDA runtime and NCCL headers are used here, not ATen's CUDA headers, so
 // this file compiles and links against the CUDA toolkit even when libtorch is CPU-only.
 #include "vae_ddp/dist/comm.h"
 
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/base/fault_injection.h"
 
 #ifdef VAE_WITH_NCCL
 
@@ -63,10 +65,15 @@ cudaStream_t compute_stream(int device) {
 class NcclCommunicator : public Communicator {
  public:
   NcclCommunicator(const World& w, int device, std::chrono::seconds timeout) : Communicator(w), device_(device) {
-    CUDA_CHECK(cudaSetDevice(device_));
     ncclUniqueId id;
     std::memset(&id, 0, sizeof(id));
-    if (w.rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    // Each rank's own part first, agreed on before the broadcast: a rank that cannot bind
+    // its GPU ends every rank with its error instead of leaving rank 0 in MPI_Bcast.
+    run_collectively(w, [&] {
+      maybe_inject_fault(FaultSite::kCommSetup, w.rank, 0);
+      CUDA_CHECK(cudaSetDevice(device_));
+      if (w.rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    });
     std::string bytes(reinterpret_cast<const char*>(&id), sizeof(id));
     broadcast_bytes(w, bytes, /*root=*/0);
     std::memcpy(&id, bytes.data(), sizeof(id));
@@ -85,33 +92,42 @@ class NcclCommunicator : public Communicator {
       ncclCommFinalize(comm_);  // best effort in a destructor: the job is ending
       ncclCommDestroy(comm_);
     }
-    for (auto& p : pending_) cudaEventDestroy(p.event);
+    for (auto& p : pending_) {
+      cudaEventDestroy(p.start);
+      cudaEventDestroy(p.done);
+    }
     for (auto e : free_events_) cudaEventDestroy(e);
   }
 
   void allreduce_sum(torch::Tensor& t) override {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
+    const cudaEvent_t start = record(stream);
     NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
                              stream));
-    track(stream, "NCCL all-reduce");
+    track(stream, start, "NCCL all-reduce");
   }
 
   void broadcast(torch::Tensor& t, int root) override {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
+    const cudaEvent_t start = record(stream);
     NCCL_CHECK(
         ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), root, comm_, stream));
-    track(stream, "NCCL broadcast");
+    track(stream, start, "NCCL broadcast");
   }
 
   std::string name() const override { return "nccl"; }
 
  private:
+  // One collective in flight: `start` completes when the GPU reaches it (the host may
+  // enqueue many steps ahead), `done` when it has finished; its deadline counts from the
+  // moment the watchdog first sees `start` complete.
   struct Pending {
-    cudaEvent_t event;
-    std::chrono::steady_clock::time_point since;
+    cudaEvent_t start, done;
     const char* what;
+    bool started = false;
+    std::chrono::steady_clock::time_point since;
   };
 
   void check_tensor(const torch::Tensor& t) const {
@@ -120,8 +136,8 @@ class NcclCommunicator : public Communicator {
     }
   }
 
-  // Records an event after the collective so the watchdog can tell when it completes.
-  void track(cudaStream_t stream, const char* what) {
+  // Records an event on `stream` (from the pool of free ones).
+  cudaEvent_t record(cudaStream_t stream) {
     std::lock_guard<std::mutex> lock(mutex_);
     cudaEvent_t ev;
     if (free_events_.empty()) {
@@ -131,12 +147,26 @@ class NcclCommunicator : public Communicator {
       free_events_.pop_back();
     }
     CUDA_CHECK(cudaEventRecord(ev, stream));
-    pending_.push_back({ev, std::chrono::steady_clock::now(), what});
+    return ev;
+  }
+
+  // After the collective: records its end, so the watchdog can tell when it completes.
+  void track(cudaStream_t stream, cudaEvent_t start, const char* what) {
+    const cudaEvent_t done = record(stream);
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_.push_back({start, done, what, false, {}});
   }
 
   // Runs on the watchdog thread: "" while healthy, else what went wrong.
   std::string poll() {
     if (!ready_) return "";
+    // The watchdog thread's CUDA calls must go to this rank's GPU, not make a context on GPU 0.
+    thread_local bool bound = false;
+    if (!bound) {
+      const cudaError_t rc = cudaSetDevice(device_);
+      if (rc != cudaSuccess) return fmt::format("cudaSetDevice({}) on the watchdog thread: {}", device_, cudaGetErrorString(rc));
+      bound = true;
+    }
     ncclResult_t async = ncclSuccess;
     const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
     if (rc != ncclSuccess) return fmt::format("ncclCommGetAsyncError failed: {}", ncclGetErrorString(rc));
@@ -146,14 +176,22 @@ class NcclCommunicator : public Communicator {
     }
     std::lock_guard<std::mutex> lock(mutex_);
     while (!pending_.empty()) {
-      const Pending& p = pending_.front();
-      const cudaError_t q = cudaEventQuery(p.event);
+      Pending& p = pending_.front();
+      const cudaError_t q = cudaEventQuery(p.done);
       if (q == cudaSuccess) {
-        free_events_.push_back(p.event);
+        free_events_.push_back(p.start);
+        free_events_.push_back(p.done);
         pending_.pop_front();
         continue;
       }
       if (q != cudaErrorNotReady) return fmt::format("CUDA error after {}: {}", p.what, cudaGetErrorString(q));
+      if (!p.started) {
+        const cudaError_t s = cudaEventQuery(p.start);
+        if (s == cudaErrorNotReady) break;  // the GPU has not reached it yet: no deadline runs
+        if (s != cudaSuccess) return fmt::format("CUDA error before {}: {}", p.what, cudaGetErrorString(s));
+        p.started = true;
+        p.since = std::chrono::steady_clock::now();
+      }
       if (std::chrono::steady_clock::now() - p.since > watchdog_->timeout()) {
         return fmt::format("{} did not complete within {} s: a peer rank stopped answering or died (--comm-timeout)",
                            p.what, watchdog_->timeout().count());

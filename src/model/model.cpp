@@ -82,10 +82,9 @@ torch::Tensor SyncBatchNormImpl::forward(const torch::Tensor& input) {
     mean = sums.slice(0, 0, c) / n;
     var = sum_over_ranks((x - mean).square().sum(0), comm_) / n;  // biased, as normalisation uses
     torch::NoGradGuard no_grad;
-    const double images = n.item<double>();
+    const auto unbiased = n / (n - 1).clamp_min(1.0);  // [1], on the device: no host read
     running_mean.mul_(1 - kBatchNormMomentum).add_(mean.detach(), kBatchNormMomentum);
-    running_var.mul_(1 - kBatchNormMomentum)
-        .add_(var.detach() * (images / std::max(images - 1, 1.0)), kBatchNormMomentum);
+    running_var.mul_(1 - kBatchNormMomentum).add_(var.detach() * unbiased, kBatchNormMomentum);
   } else {
     mean = running_mean;
     var = running_var;

@@ -66,21 +66,18 @@ LossScaler::LossScaler(bool enabled, torch::Device device, ScalerState state, do
 
 torch::Tensor LossScaler::scale(const torch::Tensor& loss) const { return enabled_ ? loss * scale_ : loss; }
 
-torch::Tensor LossScaler::non_finite(const torch::Tensor& grads) const {
-  return torch::isfinite(grads).all().logical_not().to(torch::kFloat32).reshape({1});
-}
-
-bool LossScaler::unscale_and_update(torch::Tensor& grads, const torch::Tensor& found_inf) {
-  if (!enabled_) return false;
-  // inf + finite stays inf after the sum, but a sum of finite values may overflow: look again.
-  auto found = (found_inf > 0).logical_or(torch::isfinite(grads).all().logical_not());  // [1] bool
+torch::Tensor LossScaler::unscale_and_update(torch::Tensor& grads) {
+  if (!enabled_) return {};
+  // One scan of the summed gradient: a rank's inf or NaN survives the sum (inf + finite is
+  // inf, inf - inf and NaN + x are NaN), and so does a sum of finite values that overflowed.
+  auto found = torch::isfinite(grads).all().logical_not();  // 0-dim bool, on the device
   grads.mul_(scale_.reciprocal());
   // The composite form of ATen's _amp_update_scale_, whose CPU kernel libtorch 1.13 lacks.
   auto grown = growth_tracker_ + 1;
   auto grow = grown >= growth_interval_;
   scale_ = torch::where(found, scale_ * backoff_factor_, torch::where(grow, scale_ * growth_factor_, scale_));
   growth_tracker_ = torch::where(found.logical_or(grow), torch::zeros_like(grown), grown);
-  return found.item<bool>();
+  return found.to(torch::kFloat32);
 }
 
 ScalerState LossScaler::state() const {

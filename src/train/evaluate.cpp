@@ -7,6 +7,7 @@
 #include "vae_ddp/base/rng.h"
 #include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/loss.h"
+#include "vae_ddp/train/batch.h"  // to_device_async
 
 namespace vae {
 
@@ -42,7 +43,8 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
 
 namespace {
 
-constexpr int64_t kRowsPerDecode = 4096;  // decoder rows per chunk: images x samples
+constexpr int64_t kRowsPerDecode = 4096;          // decoder rows per chunk: images x samples
+constexpr int64_t kNoiseFloatsPerCopy = 1 << 24;  // 64 MB of noise per host-to-device copy
 
 // log w [images, samples] for images x with posterior (mu, logvar) and noise eps
 // [images, samples, latent]; the 2*pi terms of p(z) and q(z|x) cancel.
@@ -69,27 +71,41 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
   const int64_t n = data.size(), latent = model->latent_dim();
   const int64_t chunk = std::min(samples, kRowsPerDecode);                 // samples per decode
   const int64_t per_batch = std::max<int64_t>(1, kRowsPerDecode / chunk);  // images per decode
+  // Images whose noise is drawn on the host together and copied to the device at once.
+  const int64_t per_draw = std::max(per_batch, kNoiseFloatsPerCopy / (samples * latent));
   auto total = torch::zeros({1}, torch::dtype(torch::kFloat64).device(device));
-  const auto mine = torch::arange(rank, n, world, torch::kInt64);  // this rank's images
-  for (int64_t b = 0; b < mine.size(0); b += per_batch) {
-    const auto idx = mine.slice(/*dim=*/0, b, std::min(mine.size(0), b + per_batch));
-    auto x = data.images.index_select(0, idx.to(data.images.device())).to(device);  // [m, 784]
-    if (binarize) x = binarize_images(x, idx, seed);
-    const auto labels = data.labels.index_select(0, idx.to(data.labels.device())).to(device);
-    auto [mu, logvar] = model->encode(x, ForwardExtras{labels});
-    const int64_t m = x.size(0);
-    auto acc = torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));
-    for (int64_t start = 0, c = 0; start < samples; start += chunk, ++c) {
-      const int64_t s = std::min(chunk, samples - start);
-      std::vector<torch::Tensor> noise;
-      for (int64_t i = 0; i < m; ++i) {
-        auto gen = make_generator(seed, Stream::kImportance, idx[i].item<int64_t>(), c);
-        noise.push_back(torch::randn({s, latent}, gen, torch::kFloat32));
+  const auto mine = torch::arange(rank, n, world, torch::kInt64);  // this rank's images, on the host
+  const auto mine_there = mine.to(data.images.device());
+  for (int64_t d = 0; d < mine.size(0); d += per_draw) {
+    const int64_t d_end = std::min(mine.size(0), d + per_draw);
+    // [images, samples, latent]: image i's chunk c comes from (seed, i, c) whatever the batching.
+    std::vector<torch::Tensor> per_image;
+    for (int64_t i = d; i < d_end; ++i) {
+      std::vector<torch::Tensor> chunks;
+      for (int64_t start = 0, c = 0; start < samples; start += chunk, ++c) {
+        auto gen = make_generator(seed, Stream::kImportance, mine[i].item<int64_t>(), c);
+        chunks.push_back(torch::randn({std::min(chunk, samples - start), latent}, gen, torch::kFloat32));
       }
-      auto lw = log_weights(model, x, mu, logvar, torch::stack(noise).to(device), labels);  // [m, s]
-      acc = torch::logaddexp(acc, torch::logsumexp(lw.to(torch::kFloat64), /*dim=*/1));
+      per_image.push_back(torch::cat(chunks));
     }
-    total += (acc - std::log(static_cast<double>(samples))).sum();
+    const auto noise = to_device_async(torch::stack(per_image), device);
+    for (int64_t b = d; b < d_end; b += per_batch) {
+      const int64_t b_end = std::min(d_end, b + per_batch);
+      const auto idx = mine_there.slice(/*dim=*/0, b, b_end);
+      auto x = data.images.index_select(0, idx).to(device);  // [m, 784]
+      if (binarize) x = binarize_images(x, mine.slice(/*dim=*/0, b, b_end), seed);
+      const auto labels = data.labels.index_select(0, idx.to(data.labels.device())).to(device);
+      auto [mu, logvar] = model->encode(x, ForwardExtras{labels});
+      const int64_t m = x.size(0);
+      auto acc =
+          torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));
+      for (int64_t start = 0; start < samples; start += chunk) {
+        const auto eps = noise.slice(/*dim=*/0, b - d, b_end - d).slice(/*dim=*/1, start, start + chunk);  // [m, s, L]
+        auto lw = log_weights(model, x, mu, logvar, eps, labels);  // [m, s]
+        acc = torch::logaddexp(acc, torch::logsumexp(lw.to(torch::kFloat64), /*dim=*/1));
+      }
+      total += (acc - std::log(static_cast<double>(samples))).sum();
+    }
   }
   comm.allreduce_sum(total);
   return n > 0 ? -total.item<double>() / static_cast<double>(n) : 0.0;

@@ -29,10 +29,13 @@ FlatAdam::FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions option
       flat_params_(std::move(params)),
       flat_grads_(std::move(grads)),
       exp_avg_(torch::zeros_like(flat_params_)),
-      exp_avg_sq_(torch::zeros_like(flat_params_)) {
+      exp_avg_sq_(torch::zeros_like(flat_params_)),
+      step_(torch::zeros({}, flat_params_.options().dtype(torch::kFloat64))) {
   TORCH_CHECK(flat_params_.dim() == 1 && flat_params_.sizes() == flat_grads_.sizes(),
               "FlatAdam: parameters and gradients must be flat buffers of one size");
 }
+
+int64_t FlatAdam::steps() const { return static_cast<int64_t>(step_.item<double>()); }
 
 void FlatAdam::load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps) {
   TORCH_CHECK(exp_avg.numel() == exp_avg_.numel() && exp_avg_sq.numel() == exp_avg_sq_.numel(), "Adam state holds ",
@@ -41,16 +44,24 @@ void FlatAdam::load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp
   torch::NoGradGuard no_grad;
   exp_avg_.copy_(exp_avg.reshape({-1}));
   exp_avg_sq_.copy_(exp_avg_sq.reshape({-1}));
-  step_ = steps;
+  step_.fill_(static_cast<double>(steps));
 }
 
-void FlatAdam::step() {
+void FlatAdam::step(const torch::Tensor& skip) {
   torch::NoGradGuard no_grad;
+  if (flat_params_.device().is_cpu() && !skip.defined()) {
+    step_cpu();
+  } else {
+    step_aten(skip);
+  }
+}
+
+void FlatAdam::step_cpu() {
   const double beta1 = options_.beta1, beta2 = options_.beta2, lr = options_.lr;
-  ++step_;
-  const double bc1 = 1 - std::pow(beta1, static_cast<double>(step_));
-  const double bc2 = 1 - std::pow(beta2, static_cast<double>(step_));
-  const double step_size = lr / bc1;
+  step_ += 1;
+  const double t = step_.item<double>();  // a CPU tensor: a read, no wait
+  const double step_size = lr / (1 - std::pow(beta1, t));
+  const double sqrt_bc2 = std::sqrt(1 - std::pow(beta2, t));
   if (options_.weight_decay > 0) {
     if (options_.decoupled) {
       flat_params_.mul_(1 - lr * options_.weight_decay);  // AdamW: decay the weights themselves
@@ -58,17 +69,33 @@ void FlatAdam::step() {
       flat_grads_.add_(flat_params_, options_.weight_decay);  // Adam: L2 penalty folded into the gradient
     }
   }
-  if (flat_params_.device().is_cpu()) {
-    adam_cpu(flat_params_.data_ptr<float>(), flat_grads_.data_ptr<float>(), exp_avg_.data_ptr<float>(),
-             exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
-             static_cast<float>(options_.eps), static_cast<float>(step_size), static_cast<float>(std::sqrt(bc2)));
-    return;
+  adam_cpu(flat_params_.data_ptr<float>(), flat_grads_.data_ptr<float>(), exp_avg_.data_ptr<float>(),
+           exp_avg_sq_.data_ptr<float>(), flat_params_.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
+           static_cast<float>(options_.eps), static_cast<float>(step_size), static_cast<float>(sqrt_bc2));
+}
+
+void FlatAdam::step_aten(const torch::Tensor& skip) {
+  const double beta1 = options_.beta1, beta2 = options_.beta2, lr = options_.lr, wd = options_.weight_decay;
+  // keep: 0-dim bool, false for a step fp16 skips. The step count and the bias corrections
+  // are 0-dim tensors on the device (0-dim: float64 does not promote the float32 buffers).
+  const torch::Tensor keep = skip.defined() ? skip.reshape({}).eq(0) : torch::Tensor();
+  step_ += keep.defined() ? keep.to(torch::kFloat64) : torch::ones_like(step_);
+  const auto step_size = (lr / (1 - torch::pow(beta1, step_))).to(torch::kFloat32);
+  const auto sqrt_bc2 = (1 - torch::pow(beta2, step_)).sqrt().to(torch::kFloat32);
+  auto g = flat_grads_;
+  if (wd > 0 && !options_.decoupled) g = g + wd * flat_params_;  // Adam: L2 penalty folded into the gradient
+  auto m = exp_avg_ * beta1 + (1 - beta1) * g;
+  auto v = exp_avg_sq_ * beta2 + (1 - beta2) * g * g;
+  auto p = wd > 0 && options_.decoupled ? flat_params_ * (1 - lr * wd) : flat_params_;  // AdamW
+  p = p - step_size * (m / (v.sqrt() / sqrt_bc2 + options_.eps));
+  if (keep.defined()) {  // a skipped step leaves every value as it was
+    m = torch::where(keep, m, exp_avg_);
+    v = torch::where(keep, v, exp_avg_sq_);
+    p = torch::where(keep, p, flat_params_);
   }
-  // Elsewhere (CUDA): torch::optim::Adam's ops, once over the whole flat buffers.
-  exp_avg_.mul_(beta1).add_(flat_grads_, 1 - beta1);
-  exp_avg_sq_.mul_(beta2).addcmul_(flat_grads_, flat_grads_, 1 - beta2);
-  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bc2)).add_(options_.eps);
-  flat_params_.addcdiv_(exp_avg_, denom, -step_size);
+  exp_avg_.copy_(m);
+  exp_avg_sq_.copy_(v);
+  flat_params_.copy_(p);
 }
 
 torch::Tensor clip_grad_norm(torch::Tensor grads, double max_norm) {

@@ -76,6 +76,7 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
 void Trainer::begin_epoch(int64_t epoch) {
   model_->train();
   batches_->begin_epoch(epoch);
+  skipped_ = torch::zeros({}, torch::dtype(torch::kFloat32).device(device_));
   if (!beta_.defined()) broadcast_beta();
 }
 
@@ -98,7 +99,7 @@ Batch Trainer::make_batch(int64_t step) {
   return b;
 }
 
-bool Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
+void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
   const Batch batch = make_batch(step);
   // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
   const bool runs = batch.rows() > 0 || config_.batch_norm;
@@ -117,7 +118,7 @@ bool Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
     add_sums(acc, r, batch);
   }
   reduce_gradients();
-  return update_parameters();
+  update_parameters();
 }
 
 void Trainer::add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch) {
@@ -132,21 +133,21 @@ void Trainer::add_sums(torch::Tensor& acc, const StepResult& r, const Batch& bat
 void Trainer::reduce_gradients() {
   Profiler::Scope timed(profiler_, Phase::kAllReduce);
   // Per-step control values travel in the gradient all-reduce (see FlatParameters::Slot).
-  if (scaler_.enabled()) flat_->slot(FlatParameters::kFoundInf).copy_(scaler_.non_finite(flat_->grads()));
   if (is_root()) flat_->slot(FlatParameters::kNextBeta).fill_(schedule_.at(progress_.global_step + 1));
   if (stop_requested()) flat_->slot(FlatParameters::kStop).fill_(1.0);
   comm_.allreduce_sum(flat_->flat());
   beta_ = flat_->slot(FlatParameters::kNextBeta).clone();
 }
 
-bool Trainer::update_parameters() {
+void Trainer::update_parameters() {
   Profiler::Scope timed(profiler_, Phase::kOptimizer);
   auto g = flat_->grads();
-  const bool skip = scaler_.unscale_and_update(g, flat_->slot(FlatParameters::kFoundInf));
-  if (!skip && config_.grad_clip > 0) clip_grad_norm(g, config_.grad_clip);  // the summed, unscaled gradient
-  if (!skip) adam_->step();
+  // fp16: whether to skip the step is decided on the device, and counted there.
+  const torch::Tensor skip = scaler_.unscale_and_update(g);
+  if (config_.grad_clip > 0) clip_grad_norm(g, config_.grad_clip);  // the summed, unscaled gradient
+  adam_->step(skip);
+  if (skip.defined()) skipped_ += skip;
   ++progress_.global_step;
-  return !skip;
 }
 
 void Trainer::log_interval(int64_t epoch, int64_t done, torch::Tensor& interval) {
@@ -198,9 +199,8 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   }
   const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   outputs_->begin_epoch(epoch, train_.size());
-  int64_t skipped = 0;
   for (int64_t step = first; step < steps_per_epoch(); ++step) {
-    if (!train_step(step, interval)) ++skipped;
+    train_step(step, interval);
     const bool stop = must_stop(epoch, step);
     show_progress(epoch, step, total, interval);
     if (stop) return pause_epoch(step, total += interval, seconds_before + seconds_since(t0));
@@ -208,7 +208,7 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   outputs_->finish_bar();
   if (profiler_.enabled()) spdlog::info("epoch {} {}", epoch, profiler_.report_and_reset(steps_per_epoch() - first));
   EpochStats s = finish_epoch(epoch, total += interval, seconds_before + seconds_since(t0));
-  s.skipped_steps = skipped;
+  s.skipped_steps = static_cast<int64_t>(skipped_.item<float>());
   return s;
 }
 

@@ -17,7 +17,7 @@ for f in "$DATA"/*-ubyte; do head -c 4096 "$f" > "$WORK/idx/$(basename "$f")"; d
 printf '\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03' > "$WORK/idx/labels3"
 printf '\x00\x00\x08\x03\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x02\xff\x00\x00\xff' > "$WORK/idx/image2x2"
 cp "$SRC"/configs/*.yaml "$WORK/config/"
-"$BIN" --data-dir "$DATA" --out-dir "$WORK/run" --train-limit 64 --epochs 1 --hidden-dims 4 --latent-dim 2 \
+"$BIN" --device cpu --data-dir "$DATA" --out-dir "$WORK/run" --train-limit 64 --epochs 1 --hidden-dims 4 --latent-dim 2 \
   --sample-every 0 --log-every 0 >/dev/null
 cp "$WORK/run/checkpoints/last.pt" "$WORK/checkpoint/tiny.pt"
 export ASAN_OPTIONS="detect_leaks=0:detect_container_overflow=0:allocator_may_return_null=1"

@@ -46,7 +46,7 @@ echo "ok: job $JOB stopped on SIGUSR1, requeued itself, restarted and resumed ($
 # Same parameters as the uninterrupted job: identical metrics and an identical evaluation.
 strip() { cut -d, -f1-8 "$1"; }
 [ "$(strip "$D/jobs/straight/metrics.csv")" = "$(strip "$D/jobs/preempted/metrics.csv")" ] || fail "metrics differ"
-a=$("$BIN" eval --json --data-dir "$DATA" --checkpoint "$D/jobs/straight/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
-b=$("$BIN" eval --json --data-dir "$DATA" --checkpoint "$D/jobs/preempted/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
+a=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$D/jobs/straight/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
+b=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$D/jobs/preempted/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
 [ "$a" = "$b" ] || fail "final parameters differ: $a vs $b"
 echo "ok: the preempted job ends exactly like the uninterrupted one: $b"

@@ -11,9 +11,17 @@ namespace vae {
 
 // True when libtorch has CUDA and at least one GPU is visible.
 bool cuda_usable();
-// auto -> cuda when cuda_usable(), else cpu. A CUDA device is GPU `local_rank` (one rank
-// per GPU). Throws UsageError for --device cuda without a usable GPU, or with more ranks
-// on the node than GPUs.
+// What `--device auto` picks: CUDA when cuda_usable(), or when the test suite's
+// VAE_DDP_TEST_AUTO_DEVICE=cuda stands for a GPU box (ctest sets it for every CPU test, so
+// one that forgets `--device cpu` fails here as it would on a GPU machine).
+bool auto_picks_cuda();
+// The GPU (an index among the `visible` ones) that local rank `local_rank` uses: its own
+// (one rank per GPU), or device 0 where a per-task binding left one GPU visible
+// (`cuda_visible_devices`, CUDA_VISIBLE_DEVICES, names one device). Throws UsageError when
+// the node shows fewer GPUs than its ranks need.
+int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices);
+// auto -> cuda when auto_picks_cuda(), else cpu; a CUDA device is gpu_for_local_rank's.
+// Throws UsageError for CUDA without a usable GPU, or with more ranks on the node than GPUs.
 torch::Device resolve_device(DeviceKind device, int local_rank = 0);
 
 // Sets libtorch's intra-op threads (and OpenMP's, which OpenBLAS follows) to `threads`,

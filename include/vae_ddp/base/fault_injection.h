@@ -5,6 +5,8 @@
 //   stall    - rank RANK stops answering (sleeps forever);
 //   nan      - rank RANK's batch becomes NaN (a diverging run);
 //   signal   - rank RANK sends itself SIGUSR1 (a preemption notice).
+// While the communicator is set up (AT = 0):
+//   commsetup - rank RANK's set-up throws (a GPU it cannot bind, an NCCL that fails).
 // While rank 0 writes a checkpoint (AT = epoch):
 //   slowsave - rank RANK sleeps 30 s after writing the temporary file, before the rename,
 //              so a test can kill it there.
@@ -14,7 +16,7 @@
 
 namespace vae {
 
-enum class FaultSite { kStep, kSave };
+enum class FaultSite { kStep, kSave, kCommSetup };
 
 // What the caller must do itself (the other kinds act here).
 enum class FaultAction { kNone, kPoisonBatch };

@@ -45,6 +45,8 @@ std::string dataset_md5(DatasetKind dataset, Split split, bool labels);
 // (seed, its index), so a test image is binarized the same way whichever batch or rank
 // evaluates it.
 torch::Tensor binarize_batch(const torch::Tensor& images, int64_t seed, int64_t epoch, int64_t step);
+// The uniforms binarize_batch compares with: [rows, pixels] float32 on the CPU.
+torch::Tensor binarize_draws(int64_t rows, int64_t pixels, int64_t seed, int64_t epoch, int64_t step);
 torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& indices, int64_t seed);
 
 // Loads one split from `dir`: for each file, `<name>` or `<name>.gz`. With verify_md5,

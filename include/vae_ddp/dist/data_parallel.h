@@ -39,11 +39,10 @@ int64_t shard_size(int64_t rows, int rank, int world);
 class FlatParameters {
  public:
   enum Slot : int64_t {
-    kFoundInf = 0,   // fp16: how many ranks saw inf/NaN in their gradients
-    kNextBeta = 1,   // rank 0 writes the next step's beta, the others 0: the sum broadcasts it
-    kStop = 2,       // ranks that received a stop signal (preemption): all stop together
-    kNonFinite = 3,  // fp32/bf16: ranks whose loss was NaN or inf
-    kSlots = 4,
+    kNextBeta = 0,   // rank 0 writes the next step's beta, the others 0: the sum broadcasts it
+    kStop = 1,       // ranks that received a stop signal (preemption): all stop together
+    kNonFinite = 2,  // fp32/bf16: ranks whose loss was NaN or inf (fp16: the summed gradient tells)
+    kSlots = 3,
   };
 
   // `params` must be float32 and contiguous, all on one device. Their values move into

@@ -30,10 +30,10 @@ class AutocastGuard {
 };
 
 // Dynamic loss scaling (PyTorch's GradScaler): the loss is multiplied by `scale` before
-// backward; after the all-reduce the gradients are divided by it. A step whose
-// gradients hold inf/NaN on any rank is skipped on every rank and the scale halves;
-// after `growth_interval` good steps in a row it doubles. State stays on the device,
-// so scaling and unscaling never wait for the host.
+// backward; after the all-reduce the gradients are divided by it. A step whose summed
+// gradients hold inf/NaN (some rank's did) is skipped on every rank and the scale halves;
+// after `growth_interval` good steps in a row it doubles. State and the skip decision stay
+// on the device: scaling, unscaling and skipping never wait for the host.
 struct ScalerState {
   double scale = 65536.0;      // 2^16
   int64_t growth_tracker = 0;  // good steps since the last change
@@ -47,14 +47,12 @@ class LossScaler {
   bool enabled() const { return enabled_; }
   // loss * scale (loss itself when disabled).
   torch::Tensor scale(const torch::Tensor& loss) const;
-  // 1.0 when `grads` hold an inf or NaN, else 0.0: a [1] float32 tensor on the device,
-  // to be summed across ranks with the gradients.
-  torch::Tensor non_finite(const torch::Tensor& grads) const;
-  // After the all-reduce: `found_inf` is the summed flag of every rank. Unscales `grads`
-  // in place, updates the scale and returns true when the step must be skipped.
-  // Reads one scalar on the host (as GradScaler does). Disabled: returns false.
-  bool unscale_and_update(torch::Tensor& grads, const torch::Tensor& found_inf);
+  // After the all-reduce, `grads` the sum over ranks: unscales them in place, updates the
+  // scale and returns `found`, a 0-dim float32 tensor on the device, 1 when the step must be
+  // skipped (for FlatAdam::step), else 0. Reads nothing on the host. Disabled: undefined.
+  torch::Tensor unscale_and_update(torch::Tensor& grads);
 
+  // Reads the scale on the host (checkpoints, epoch ends).
   ScalerState state() const;
 
  private:

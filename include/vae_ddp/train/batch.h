@@ -32,8 +32,9 @@ class BatchMaker {
   // dropout masks' shapes).
   BatchMaker(const Config& c, Dataset train, std::vector<int64_t> hidden_widths, torch::Device device);
 
-  // Draws `epoch`'s (1-based) permutation and noise: one host-to-device copy each, so that
-  // the steps only slice them.
+  // Draws `epoch`'s (1-based) permutation, noise, dynamic binarization and dropout masks:
+  // one pinned, asynchronous host-to-device copy each, so that the steps only slice them
+  // (no host read or pageable copy per step).
   void begin_epoch(int64_t epoch);
   int64_t steps_per_epoch() const { return vae::steps_per_epoch(train_.size(), config_.batch_size); }
   // Rank `rank` of `world`'s rows of global batch `step` of the current epoch: rows
@@ -48,6 +49,11 @@ class BatchMaker {
   int64_t epoch_ = 0;
   torch::Tensor perm_;   // [n] int64 on the device: the epoch's order
   torch::Tensor noise_;  // [n, latent] on the device: the epoch's noise, global batches in step order
+  torch::Tensor uniforms_;           // [n, 784]: --binarize dynamic's draws, in the same order (else undefined)
+  std::vector<torch::Tensor> keep_;  // per hidden layer [n, width] bool: dropout's kept units (p > 0)
 };
+
+// `host` (a CPU tensor) on `device`: itself on the CPU, else a pinned, non-blocking copy.
+torch::Tensor to_device_async(const torch::Tensor& host, torch::Device device);
 
 }  // namespace vae

@@ -4,7 +4,7 @@
 // (other devices) instead of about ten ops per parameter tensor. The math is
 // torch::optim::Adam's (no amsgrad), with weight decay as an L2 term added to the gradient
 // or, decoupled, as torch::optim::AdamW's decay of the weights. FlatAdam owns its state
-// (the two moments and the step count); checkpoints store that state under their own keys,
+// (the two moments and the step count, kept on the device); checkpoints store that state under their own keys,
 // so the file format does not depend on libtorch's optimizer serialization, which changed
 // between libtorch 1.13 and 2.x.
 #pragma once
@@ -31,9 +31,14 @@ class FlatAdam {
   // parameters' storage, updated in place; FlatAdam owns only the moments.
   FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions options);
 
-  // One Adam update of every parameter.
-  void step();
-  int64_t steps() const { return step_; }
+  // One Adam update of every parameter. `skip` (fp16: LossScaler::unscale_and_update's
+  // found, a 0-dim or [1] tensor on the device) skips it where it is 1, decided on the
+  // device: parameters, moments and step count stay as they were. On the CPU without `skip`:
+  // one fused loop; elsewhere (CUDA, or `skip` given) a fixed sequence of whole-buffer ATen
+  // ops with the step count on the device, which a CPU test checks against the loop.
+  void step(const torch::Tensor& skip = {});
+  // The updates applied so far (a host read of the device count: checkpoints, inspect).
+  int64_t steps() const;
 
   // The state as checkpoints store it: both moments flat [numel], in parameter order.
   const torch::Tensor& exp_avg() const { return exp_avg_; }
@@ -43,9 +48,12 @@ class FlatAdam {
   void load_state(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq, int64_t steps);
 
  private:
+  void step_cpu();
+  void step_aten(const torch::Tensor& skip);
+
   AdamOptions options_;
   torch::Tensor flat_params_, flat_grads_, exp_avg_, exp_avg_sq_;  // each [numel]
-  int64_t step_ = 0;
+  torch::Tensor step_;                                             // 0-dim float64, on the parameters' device
 };
 
 // Gradient-norm clipping as torch::nn::utils::clip_grad_norm_ does it: scales `grads`

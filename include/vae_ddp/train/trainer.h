@@ -73,17 +73,17 @@ class Trainer {
 
  private:
   bool is_root() const { return comm_.world().rank == 0; }
-  // One optimizer step on global batch `step`; adds this rank's sums to `acc`. Returns
-  // false when fp16 scaling skipped it.
-  bool train_step(int64_t step, torch::Tensor& acc, StepRecord* record = nullptr);
+  // One optimizer step on global batch `step` (fp16 may skip it, on the device); adds this
+  // rank's sums to `acc`.
+  void train_step(int64_t step, torch::Tensor& acc, StepRecord* record = nullptr);
   // This rank's rows of global batch `step` (a fault may poison them).
   Batch make_batch(int64_t step);
   // Adds a step's objective, terms and image count to `acc` (on the device).
   void add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch);
   // The one all-reduce of the step: gradients and the control slots (FlatParameters::Slot).
   void reduce_gradients();
-  // Unscales, clips and applies the summed gradient; false when fp16 skips the step.
-  bool update_parameters();
+  // Unscales, clips and applies the summed gradient (fp16 skips it on the device).
+  void update_parameters();
   // Reads the step's agreed control slots (stop, non-finite); throws on a non-finite loss.
   // Returns true when every rank must stop now.
   bool must_stop(int64_t epoch, int64_t step);
@@ -113,7 +113,8 @@ class Trainer {
   TrainProgress progress_;
   std::unique_ptr<BatchMaker> batches_;
   StepChoice step_;     // forward and backward: autograd or a fast path
-  torch::Tensor beta_;  // [1] on the device: the current step's beta, rank 0's value
+  torch::Tensor beta_;     // [1] on the device: the current step's beta, rank 0's value
+  torch::Tensor skipped_;  // 0-dim on the device: fp16 steps skipped this epoch
   std::unique_ptr<RunOutputs> outputs_;
 };
 
