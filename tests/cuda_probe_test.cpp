@@ -1,7 +1,12 @@
 // The .cu probe (cuda_probe.cu) on the GPU, against the same affine map computed by libtorch
-// on the CPU. Skipped, with a message, where no GPU is visible.
+// on the CPU; and the check that a GPU the driver lists is one libtorch can use. Skipped,
+// with a message, where no GPU is visible; failed where one is listed but unusable.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
 
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -9,6 +14,41 @@
 cudaError_t vae_probe_affine(const float* x, float* y, float a, float b, int n, cudaStream_t stream);
 
 namespace {
+
+// The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H200 (UUID: ...)"): 0 without the tool.
+int gpus_listed_by_nvidia_smi() {
+  FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return 0;
+  int gpus = 0;
+  char line[512];
+  while (std::fgets(line, sizeof(line), p)) gpus += std::string(line).rfind("GPU ", 0) == 0;
+  ::pclose(p);
+  return gpus;
+}
+
+// True when this process has libtorch's CUDA library mapped (a linker's --as-needed can drop it).
+bool libtorch_cuda_loaded() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("libtorch_cuda") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Where the driver lists a GPU, libtorch must see it: else every --device cuda run fails.
+TEST(CudaProbeTest, GpusTheDriverListsAreUsable) {
+  const int listed = gpus_listed_by_nvidia_smi();
+  if (listed == 0) GTEST_SKIP() << "nvidia-smi lists no GPU here";
+  int runtime_count = -1;
+  const cudaError_t rc = cudaGetDeviceCount(&runtime_count);
+  ASSERT_TRUE(torch::cuda::is_available())
+      << "nvidia-smi lists " << listed << " GPU(s), but libtorch cannot use any: cudaGetDeviceCount says "
+      << (rc == cudaSuccess ? std::to_string(runtime_count) + " device(s)" : std::string(cudaGetErrorString(rc)))
+      << " (a driver too old for this CUDA runtime?); libtorch_cuda "
+      << (libtorch_cuda_loaded() ? "is loaded" : "is not loaded (dropped by the linker's --as-needed?)");
+  EXPECT_EQ(static_cast<int>(torch::cuda::device_count()), listed) << "libtorch and nvidia-smi count differently";
+}
 
 TEST(CudaProbeTest, KernelFromNvccRunsOnTheGpu) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU here: the .cu probe is compiled and linked, not run";
