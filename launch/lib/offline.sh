@@ -297,7 +297,7 @@ install_from() {
 
 # setup --from: install, then MNIST from DIR and the build against TORCH_DIR (or DIR's libtorch).
 offline_build() {
-  local dir="" prefix="" torch=() config found=0
+  local dir="" prefix="" nccl=() config found=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --from) dir="${2:-}"; shift 2 || offline_usage ;;
@@ -312,9 +312,8 @@ offline_build() {
       if [ -f "$config" ]; then found=1; fi
     done
     [ $found = 1 ] || { say "TORCH_DIR=$TORCH_DIR: no TorchConfig.cmake there (a pip PyTorch's: $TORCH_HINT)"; exit 2; }
-    torch=(-DCMAKE_PREFIX_PATH="$TORCH_DIR")
     # A pip PyTorch's NCCL (the nvidia-nccl wheel beside it), so vae_ddp and libtorch load the same one.
-    if [ -d "$TORCH_DIR/../../../nvidia/nccl" ]; then torch+=(-DNCCL_ROOT="$(cd "$TORCH_DIR/../../../nvidia/nccl" && pwd)"); fi
+    if [ -d "$TORCH_DIR/../../../nvidia/nccl" ]; then nccl=(-DNCCL_ROOT="$(cd "$TORCH_DIR/../../../nvidia/nccl" && pwd)"); fi
   elif ! grep -q '^libtorch-dev ' "$dir/MANIFEST" 2>/dev/null; then
     say "name a libtorch: TORCH_DIR=<its cmake dir> (a pip PyTorch's: $TORCH_HINT), or make the folder with --with-libtorch"
     exit 2
@@ -324,6 +323,7 @@ offline_build() {
   # shellcheck disable=SC1091
   source "$prefix/env.sh"
   VAE_MNIST_SOURCE="$dir/mnist" fetch_mnist
-  configure_and_build "$BUILD_DIR" "${torch[@]}"
+  # TORCH_DIR's libtorch, else Debian's from the folder (env.sh puts the prefix on CMAKE_PREFIX_PATH).
+  configure_and_build "$BUILD_DIR" "${TORCH_DIR:-}" "${nccl[@]}"
   say "built $BUILD_DIR/vae_ddp; before running it: source $prefix/env.sh"
 }
