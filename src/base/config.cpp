@@ -75,7 +75,8 @@ const Field kFields[] = {
      "number of processes (0 = what the launcher started, 1 without one); when given it must match: `--world 4` "
      "without `mpirun -np 4` is an error that says how to launch"},
     {"device", &Config::device,
-     "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`"},
+     "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`, "
+     "or the one GPU a per-task binding (`CUDA_VISIBLE_DEVICES`) leaves it"},
     {"precision", &Config::precision,
      "`fp32`, `bf16` (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX; refused on other CPUs, where it is no "
      "faster than fp32, and about 50x slower through autograd), `fp16` (CUDA only, with dynamic loss scaling): "
