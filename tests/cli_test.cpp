@@ -280,7 +280,8 @@ TEST_F(CliTest, UnwritableOutDirIsAUsageError) {
 TEST_F(CliTest, AutoPicksCudaUnderTheTestSuitesGpuStandIn) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: auto picks it for real";
   const std::string args = " --data-dir " + data_ + " --out-dir " + (tmp_ / "o") + " --train-limit 200 --epochs 1";
-  const Result r = testing::run_command("VAE_DDP_TEST_AUTO_DEVICE=cuda " + std::string(VAE_DDP_BINARY) + args, tmp_.path());
+  const Result r =
+      testing::run_command("VAE_DDP_TEST_AUTO_DEVICE=cuda " + std::string(VAE_DDP_BINARY) + args, tmp_.path());
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("--device auto: VAE_DDP_TEST_AUTO_DEVICE=cuda"), std::string::npos) << r.err;
   const Result plain =

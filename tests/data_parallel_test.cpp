@@ -249,7 +249,8 @@ TEST(CommTest, OneGpuProcessNeedsNoNccl) {
   two.launched = true;
   EXPECT_THROW(make_communicator(two, Backend::kMpi, gpu, std::chrono::seconds(1)), UsageError);
   if (!built_with_nccl()) {
-    const std::string e = testing::ErrorOf([&] { make_communicator(two, Backend::kAuto, gpu, std::chrono::seconds(1)); });
+    const std::string e =
+        testing::ErrorOf([&] { make_communicator(two, Backend::kAuto, gpu, std::chrono::seconds(1)); });
     EXPECT_NE(e.find("built without NCCL"), std::string::npos) << e;
   }
 }

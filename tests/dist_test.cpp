@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/base/errors.h"
 #include "vae_ddp/app/runtime.h"
+#include "vae_ddp/base/errors.h"
 #include "vae_ddp/dist/comm.h"
 #include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/dist/world.h"

@@ -154,8 +154,8 @@ TEST(VariantsTest, AdamWeightDecayMatchesLibtorch) {
 
 TEST(VariantsTest, AdamDevicePathMatchesLibtorch) {
   EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01), 0, true)), 1e-6);
-  EXPECT_LT(
-      (AdamDifference<torch::optim::AdamW>(true, torch::optim::AdamWOptions(0.01).weight_decay(0.1), 0.1, true)), 1e-6);
+  EXPECT_LT((AdamDifference<torch::optim::AdamW>(true, torch::optim::AdamWOptions(0.01).weight_decay(0.1), 0.1, true)),
+            1e-6);
   EXPECT_LT((AdamDifference<torch::optim::Adam>(false, torch::optim::AdamOptions(0.01).weight_decay(0.1), 0.1, true)),
             1e-6);
 }

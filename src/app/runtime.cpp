@@ -43,8 +43,8 @@ torch::Device resolve_device(DeviceKind device, int local_rank) {
                          : "--device auto: VAE_DDP_TEST_AUTO_DEVICE=cuda makes auto pick CUDA, as on a GPU box; "
                            "a test that means the CPU passes --device cpu");
   }
-  const int gpu =
-      gpu_for_local_rank(local_rank, static_cast<int>(torch::cuda::device_count()), std::getenv("CUDA_VISIBLE_DEVICES"));
+  const int gpu = gpu_for_local_rank(local_rank, static_cast<int>(torch::cuda::device_count()),
+                                     std::getenv("CUDA_VISIBLE_DEVICES"));
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(gpu));
 }
 

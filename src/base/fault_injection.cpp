@@ -28,7 +28,8 @@ Fault parse_fault() {
   std::smatch m;
   const std::string s = text;
   if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|slowsave|commsetup):(\d+):(\d+))"))) {
-    throw UsageError(fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|slowsave|commsetup:RANK:AT", s));
+    throw UsageError(
+        fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|slowsave|commsetup:RANK:AT", s));
   }
   return {m[1], std::stoi(m[2]), std::stoll(m[3])};
 }
@@ -43,7 +44,8 @@ FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at) {
                                                              : FaultSite::kStep;
   if (site != site_of_kind) return FaultAction::kNone;
   if (fault.kind == "commsetup") {
-    throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT): communicator set-up failed on rank {}", rank));
+    throw std::runtime_error(
+        fmt::format("injected fault (VAE_DDP_TEST_FAULT): communicator set-up failed on rank {}", rank));
   }
   if (fault.kind == "throw") {
     throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT) at step {}", at));

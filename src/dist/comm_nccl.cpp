@@ -164,7 +164,8 @@ class NcclCommunicator : public Communicator {
     thread_local bool bound = false;
     if (!bound) {
       const cudaError_t rc = cudaSetDevice(device_);
-      if (rc != cudaSuccess) return fmt::format("cudaSetDevice({}) on the watchdog thread: {}", device_, cudaGetErrorString(rc));
+      if (rc != cudaSuccess)
+        return fmt::format("cudaSetDevice({}) on the watchdog thread: {}", device_, cudaGetErrorString(rc));
       bound = true;
     }
     ncclResult_t async = ncclSuccess;

@@ -47,7 +47,7 @@ Batch BatchMaker::make(int64_t step, int rank, int world) const {
     return shard_rows(epoch_draws.slice(/*dim=*/0, start, start + b.global_rows), rank, world);
   };
   b.indices = rows_of(perm_);
-  b.x = train_.images.index_select(/*dim=*/0, b.indices);  // [mine, 784]
+  b.x = train_.images.index_select(/*dim=*/0, b.indices);                         // [mine, 784]
   if (uniforms_.defined()) b.x = (rows_of(uniforms_) < b.x).to(torch::kFloat32);  // as binarize_batch does
   b.eps = rows_of(noise_);
   if (config_.conditional) b.extras.labels = train_.labels.index_select(/*dim=*/0, b.indices);

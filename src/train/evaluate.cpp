@@ -101,7 +101,7 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
           torch::full({m}, -std::numeric_limits<double>::infinity(), torch::dtype(torch::kFloat64).device(device));
       for (int64_t start = 0; start < samples; start += chunk) {
         const auto eps = noise.slice(/*dim=*/0, b - d, b_end - d).slice(/*dim=*/1, start, start + chunk);  // [m, s, L]
-        auto lw = log_weights(model, x, mu, logvar, eps, labels);  // [m, s]
+        auto lw = log_weights(model, x, mu, logvar, eps, labels);                                          // [m, s]
         acc = torch::logaddexp(acc, torch::logsumexp(lw.to(torch::kFloat64), /*dim=*/1));
       }
       total += (acc - std::log(static_cast<double>(samples))).sum();

@@ -47,8 +47,8 @@ class BatchMaker {
   std::vector<int64_t> widths_;
   torch::Device device_;
   int64_t epoch_ = 0;
-  torch::Tensor perm_;   // [n] int64 on the device: the epoch's order
-  torch::Tensor noise_;  // [n, latent] on the device: the epoch's noise, global batches in step order
+  torch::Tensor perm_;               // [n] int64 on the device: the epoch's order
+  torch::Tensor noise_;              // [n, latent] on the device: the epoch's noise, global batches in step order
   torch::Tensor uniforms_;           // [n, 784]: --binarize dynamic's draws, in the same order (else undefined)
   std::vector<torch::Tensor> keep_;  // per hidden layer [n, width] bool: dropout's kept units (p > 0)
 };

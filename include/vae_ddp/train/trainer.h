@@ -112,7 +112,7 @@ class Trainer {
   KLSchedule schedule_;
   TrainProgress progress_;
   std::unique_ptr<BatchMaker> batches_;
-  StepChoice step_;     // forward and backward: autograd or a fast path
+  StepChoice step_;        // forward and backward: autograd or a fast path
   torch::Tensor beta_;     // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor skipped_;  // 0-dim on the device: fp16 steps skipped this epoch
   std::unique_ptr<RunOutputs> outputs_;
