@@ -177,15 +177,21 @@ torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logva
 
 ForwardExtras cycling_labels(int64_t n) { return {torch::arange(n, torch::kInt64) % kClasses, {}}; }
 
+std::vector<torch::Tensor> dropout_keep(const std::vector<int64_t>& widths, double p, int64_t rows, int64_t seed,
+                                        int64_t epoch, int64_t step) {
+  std::vector<torch::Tensor> keep;
+  if (p <= 0) return keep;
+  auto gen = make_generator(seed, Stream::kDropout, epoch, step);
+  for (int64_t w : widths) keep.push_back(torch::rand({rows, w}, gen, torch::kFloat32).ge(p));  // P(keep) = 1 - p
+  return keep;
+}
+
+torch::Tensor dropout_mask(const torch::Tensor& keep, double p) { return keep.to(torch::kFloat32) / (1.0 - p); }
+
 std::vector<torch::Tensor> dropout_masks(const std::vector<int64_t>& widths, double p, int64_t rows, int64_t seed,
                                          int64_t epoch, int64_t step) {
   std::vector<torch::Tensor> masks;
-  if (p <= 0) return masks;
-  auto gen = make_generator(seed, Stream::kDropout, epoch, step);
-  for (int64_t w : widths) {
-    auto keep = torch::rand({rows, w}, gen, torch::kFloat32).ge(p).to(torch::kFloat32);  // P(keep) = 1 - p
-    masks.push_back(keep / (1.0 - p));
-  }
+  for (const auto& keep : dropout_keep(widths, p, rows, seed, epoch, step)) masks.push_back(dropout_mask(keep, p));
   return masks;
 }
 

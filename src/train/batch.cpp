@@ -29,8 +29,8 @@ void BatchMaker::begin_epoch(int64_t epoch) {
     if (config_.binarize == Binarize::kDynamic) {
       uniforms.push_back(binarize_draws(rows, train_.images.size(1), config_.seed, epoch, step));
     }
-    const auto masks = dropout_masks(widths_, config_.dropout, rows, config_.seed, epoch, step);
-    for (size_t l = 0; l < masks.size(); ++l) keep[l].push_back(masks[l] > 0);  // [rows, width] bool: 1/4 the bytes
+    const auto kept = dropout_keep(widths_, config_.dropout, rows, config_.seed, epoch, step);  // [rows, width] bool
+    for (size_t l = 0; l < kept.size(); ++l) keep[l].push_back(kept[l]);
   }
   noise_ = to_device_async(torch::cat(noise), device_);
   uniforms_ = uniforms.empty() ? torch::Tensor() : to_device_async(torch::cat(uniforms), device_);
@@ -52,7 +52,7 @@ Batch BatchMaker::make(int64_t step, int rank, int world) const {
   b.eps = rows_of(noise_);
   if (config_.conditional) b.extras.labels = train_.labels.index_select(/*dim=*/0, b.indices);
   for (const auto& keep : keep_) {
-    b.extras.dropout.push_back(rows_of(keep).to(torch::kFloat32) / (1.0 - config_.dropout));  // as dropout_masks does
+    b.extras.dropout.push_back(dropout_mask(rows_of(keep), config_.dropout));
   }
   return b;
 }

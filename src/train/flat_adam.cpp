@@ -79,7 +79,11 @@ void FlatAdam::step_aten(const torch::Tensor& skip) {
   // keep: 0-dim bool, false for a step fp16 skips. The step count and the bias corrections
   // are 0-dim tensors on the device (0-dim: float64 does not promote the float32 buffers).
   const torch::Tensor keep = skip.defined() ? skip.reshape({}).eq(0) : torch::Tensor();
-  step_ += keep.defined() ? keep.to(torch::kFloat64) : torch::ones_like(step_);
+  if (keep.defined()) {
+    step_ += keep.to(torch::kFloat64);
+  } else {
+    step_ += 1;
+  }
   const auto step_size = (lr / (1 - torch::pow(beta1, step_))).to(torch::kFloat32);
   const auto sqrt_bc2 = (1 - torch::pow(beta2, step_)).sqrt().to(torch::kFloat32);
   auto g = flat_grads_;

@@ -132,5 +132,10 @@ ForwardExtras cycling_labels(int64_t n);
 // draws the same masks (each rank then takes its rows). Empty when p == 0.
 std::vector<torch::Tensor> dropout_masks(const std::vector<int64_t>& widths, double p, int64_t rows, int64_t seed,
                                          int64_t epoch, int64_t step);
+// The same draws as bool [rows, width] kept units (a quarter of the bytes, for a whole
+// epoch's), and the mask that one layer's kept units make: keep / (1 - p).
+std::vector<torch::Tensor> dropout_keep(const std::vector<int64_t>& widths, double p, int64_t rows, int64_t seed,
+                                        int64_t epoch, int64_t step);
+torch::Tensor dropout_mask(const torch::Tensor& keep, double p);
 
 }  // namespace vae
