@@ -25,10 +25,11 @@ class CliTest : public ::testing::Test {
     ASSERT_TRUE(fs::exists(std::string(VAE_DDP_DATA_DIR) + "/train-images-idx3-ubyte"))
         << "MNIST missing in " << VAE_DDP_DATA_DIR << ": run ./launch/test, which fetches it";
   }
-  // Runs `vae_ddp <args>` on the CPU (testing::OnCpu) and captures its exit code, stdout
+  void SetUp() override { VAE_REQUIRE_TEST_DEVICE(); }
+  // Runs `vae_ddp <args>` on the test device (testing::OnTestDevice) and captures its exit code, stdout
   // and stderr.
   Result Run(const std::string& args) {
-    return testing::run_command(std::string(VAE_DDP_BINARY) + " " + testing::OnCpu(args), tmp_.path());
+    return testing::run_command(std::string(VAE_DDP_BINARY) + " " + testing::OnTestDevice(args), tmp_.path());
   }
   // A quick training run on the first 2000 images.
   Result Train(const std::string& out_dir, const std::string& extra) {
@@ -299,8 +300,12 @@ TEST(DeviceTest, EachLocalRankGetsItsGpu) {
   EXPECT_EQ(gpu_for_local_rank(0, 1, "GPU-8f2c"), 0);
   const std::string e = testing::ErrorOf([] { gpu_for_local_rank(1, 1, nullptr); });
   EXPECT_NE(e.find("local rank 1 needs GPU 1, but this node shows 1 GPU(s)"), std::string::npos) << e;
+  EXPECT_NE(e.find("share the GPUs with --backend mpi"), std::string::npos) << e;  // says what to do
   EXPECT_THROW(gpu_for_local_rank(2, 2, "0,1"), UsageError);
   EXPECT_THROW(gpu_for_local_rank(1, 1, ""), UsageError);
+  // --backend mpi: ranks share the GPUs, round robin.
+  EXPECT_EQ(gpu_for_local_rank(2, 1, nullptr, /*shared=*/true), 0);
+  EXPECT_EQ(gpu_for_local_rank(3, 2, "0,1", /*shared=*/true), 1);
 }
 
 TEST_F(CliTest, CudaWithoutGpuIsAUsageError) {

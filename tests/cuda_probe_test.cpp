@@ -11,20 +11,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
 
+#include "test_util.h"
+
 cudaError_t vae_probe_affine(const float* x, float* y, float a, float b, int n, cudaStream_t stream);
 
 namespace {
-
-// The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H200 (UUID: ...)"): 0 without the tool.
-int gpus_listed_by_nvidia_smi() {
-  FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
-  if (!p) return 0;
-  int gpus = 0;
-  char line[512];
-  while (std::fgets(line, sizeof(line), p)) gpus += std::string(line).rfind("GPU ", 0) == 0;
-  ::pclose(p);
-  return gpus;
-}
 
 // True when this process has libtorch's CUDA library mapped (a linker's --as-needed can drop it).
 bool libtorch_cuda_loaded() {
@@ -38,7 +29,7 @@ bool libtorch_cuda_loaded() {
 
 // Where the driver lists a GPU, libtorch must see it: else every --device cuda run fails.
 TEST(CudaProbeTest, GpusTheDriverListsAreUsable) {
-  const int listed = gpus_listed_by_nvidia_smi();
+  const int listed = vae::testing::GpusListedByNvidiaSmi();
   if (listed == 0) GTEST_SKIP() << "nvidia-smi lists no GPU here";
   int runtime_count = -1;
   const cudaError_t rc = cudaGetDeviceCount(&runtime_count);

@@ -16,10 +16,11 @@ namespace fs = std::filesystem;
 
 class DistCliTest : public ::testing::Test {
  protected:
+  void SetUp() override { VAE_REQUIRE_TEST_DEVICE(); }
   // `vae_ddp args` on `np` ranks; np = 0 runs it without a launcher.
   Result Run(int np, const std::string& args, const std::string& env = "") {
     std::string cmd = env + " " + (np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "");
-    return testing::run_command(cmd + VAE_DDP_BINARY + " " + testing::OnCpu(args), tmp_.path());
+    return testing::run_command(cmd + VAE_DDP_BINARY + " " + testing::OnTestDevice(args), tmp_.path());
   }
   // A small run: 1003 images in global batches of 100 (3 does not divide 100; the last
   // batch of 3 leaves rank 3 of 4 empty), linear KL warm-up so beta changes every step.
@@ -141,7 +142,7 @@ TEST_F(DistCliTest, WorldMustMatchTheLauncher) {
 }
 
 TEST_F(DistCliTest, RanksWithDifferentFlagsAreStoppedAtStart) {
-  const std::string common = VAE_DDP_BINARY + std::string(" --device cpu --data-dir ") + data_ + " --out-dir " +
+  const std::string common = VAE_DDP_BINARY + std::string(" ") + testing::TrainDeviceFlags() + " --data-dir " + data_ + " --out-dir " +
                              (tmp_ / "run") + " --train-limit 200 --epochs 1 --threads 1 ";
   const Result r = testing::run_command(
       std::string(VAE_DDP_MPIRUN) + " -q -np 1 " + common + "--latent-dim 20 : -np 1 " + common + "--latent-dim 10",

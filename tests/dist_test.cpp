@@ -21,6 +21,13 @@ const World* g_world = nullptr;
 
 class DistTest : public ::testing::Test {
  protected:
+  void SetUp() override { VAE_REQUIRE_TEST_DEVICE(); }
+  // Where the device-generic tests run (testing::TestDevice): the CPU, or on CUDA this
+  // rank's share of the GPUs (the ranks of a one-GPU box share it, through the MPI backend).
+  torch::Device Device() const {
+    if (testing::TestDevice() != "cuda") return torch::kCPU;
+    return {torch::kCUDA, static_cast<c10::DeviceIndex>(world().local_rank % torch::cuda::device_count())};
+  }
   const World& world() const { return *g_world; }
   int rank() const { return world().rank; }
   int size() const { return world().size; }
@@ -63,11 +70,11 @@ TEST_F(DistTest, AllReduceSumsEveryRanksBufferAtOddSizes) {
   const int W = size();
   for (const auto dtype : {torch::kFloat32, torch::kFloat64, torch::kInt64}) {
     for (const int64_t n : {1, 7, 1023, (1 << 20) + 3}) {
-      auto t = RankPattern(n, rank(), dtype);
+      auto t = RankPattern(n, rank(), dtype).to(Device());  // on CUDA: staged through pinned host memory
       comm->allreduce_sum(t);
       // sum_r (i % 97 + 1000 r) = W (i % 97) + 1000 W (W-1) / 2
       auto expected = (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(dtype);
-      EXPECT_TRUE(torch::equal(t, expected)) << "dtype " << dtype << ", n " << n;
+      EXPECT_TRUE(torch::equal(t.cpu(), expected)) << "dtype " << dtype << ", n " << n << ", " << Device();
     }
   }
 }
@@ -75,15 +82,38 @@ TEST_F(DistTest, AllReduceSumsEveryRanksBufferAtOddSizes) {
 TEST_F(DistTest, BroadcastCopiesTheRootsBuffer) {
   auto comm = Comm("mpi");
   for (int root = 0; root < size(); ++root) {
-    auto t = RankPattern(1001, rank(), torch::kFloat32);
+    auto t = RankPattern(1001, rank(), torch::kFloat32).to(Device());
     comm->broadcast(t, root);
-    EXPECT_TRUE(torch::equal(t, RankPattern(1001, root, torch::kFloat32))) << "root " << root;
+    EXPECT_TRUE(torch::equal(t.cpu(), RankPattern(1001, root, torch::kFloat32))) << "root " << root;
+  }
+}
+
+// Host staging on CPU tensors: a strided view (a column, a transpose) is reduced through the
+// staging buffer and written back into its own elements only; the buffer is reused across
+// calls of other sizes and dtypes.
+TEST_F(DistTest, MpiBackendReducesStridedViewsThroughTheStagingBuffer) {
+  auto comm = Comm("mpi");
+  const int W = size();
+  for (const int64_t n : {5, 300, 11}) {
+    auto whole = RankPattern(n * 3, rank(), torch::kFloat64).reshape({n, 3});
+    auto column = whole.select(1, 1);  // stride 3: not contiguous
+    ASSERT_FALSE(column.is_contiguous());
+    const auto before = whole.clone();
+    comm->allreduce_sum(column);
+    const auto sum =
+        (torch::arange(n * 3, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).reshape({n, 3});
+    EXPECT_TRUE(torch::equal(whole.select(1, 1), sum.select(1, 1))) << "n " << n;
+    EXPECT_TRUE(torch::equal(whole.select(1, 0), before.select(1, 0))) << "a neighbouring element changed";
+    EXPECT_TRUE(torch::equal(whole.select(1, 2), before.select(1, 2))) << "a neighbouring element changed";
+    auto t = RankPattern(n * 4, rank(), torch::kFloat32).reshape({n, 4}).t();  // a transpose
+    comm->broadcast(t, size() - 1);
+    EXPECT_TRUE(torch::equal(t, RankPattern(n * 4, size() - 1, torch::kFloat32).reshape({n, 4}).t())) << "n " << n;
   }
 }
 
 // Skipped on every rank unless each rank has a GPU of its own (a one-GPU box runs this
 // under dist_test_np1 only): the ranks decide together, so none waits for a skipped peer.
-TEST_F(DistTest, NcclAllReduceOnTheGpu) {
+TEST_F(DistTest, NcclAllReduceAndBroadcastOnTheGpu) {
   if (!built_with_nccl()) GTEST_SKIP() << "this build has no NCCL";
   int gpu_index = -1;
   if (cuda_usable()) {
@@ -106,6 +136,11 @@ TEST_F(DistTest, NcclAllReduceOnTheGpu) {
     auto expected =
         (torch::arange(n, torch::kFloat64).remainder(97) * W + 1000.0 * W * (W - 1) / 2).to(torch::kFloat32);
     EXPECT_TRUE(torch::equal(t.cpu(), expected)) << "n " << n;
+  }
+  for (int root = 0; root < size(); ++root) {
+    auto t = RankPattern(1001, rank(), torch::kFloat32).to(gpu);
+    comm->broadcast(t, root);
+    EXPECT_TRUE(torch::equal(t.cpu(), RankPattern(1001, root, torch::kFloat32))) << "root " << root;
   }
 }
 
@@ -186,8 +221,8 @@ Dataset ShardedTrainingTest::test_;
 TEST_F(ShardedTrainingTest, EpochMatchesOneProcess) {
   configure_threads(1, 1);
   auto comm = Comm("mpi");
-  Trainer sharded(Small(dir_.path()), train_, test_, torch::kCPU, *comm);
-  Trainer alone(Small(dir_.path()), train_, test_, torch::kCPU, testing::LocalComm());
+  Trainer sharded(Small(dir_.path()), train_, test_, Device(), *comm);
+  Trainer alone(Small(dir_.path()), train_, test_, Device(), testing::LocalComm());
   for (int64_t epoch = 1; epoch <= 2; ++epoch) {  // the second epoch starts from sharded state
     const EpochStats a = sharded.train_epoch(epoch), b = alone.train_epoch(epoch);
     EXPECT_EQ(a.images, 1003);
@@ -208,8 +243,8 @@ TEST_F(ShardedTrainingTest, BetaIsRankZeros) {
   auto comm = Comm("mpi");
   Config mine = Small(dir_.path());
   if (rank() != 0) mine.kl_warmup_epochs = 7;
-  Trainer sharded(mine, train_, test_, torch::kCPU, *comm);
-  Trainer alone(Small(dir_.path()), train_, test_, torch::kCPU, testing::LocalComm());
+  Trainer sharded(mine, train_, test_, Device(), *comm);
+  Trainer alone(Small(dir_.path()), train_, test_, Device(), testing::LocalComm());
   sharded.train_epoch(1);
   alone.train_epoch(1);
   EXPECT_LT(MaxRelativeDifference(sharded.model(), alone.model()), 1e-5);
@@ -217,10 +252,10 @@ TEST_F(ShardedTrainingTest, BetaIsRankZeros) {
 
 TEST_F(ShardedTrainingTest, ShardedEvalMatchesOneProcess) {
   auto comm = Comm("mpi");
-  Trainer t(Small(dir_.path()), train_, test_, torch::kCPU, *comm);
+  Trainer t(Small(dir_.path()), train_, test_, Device(), *comm);
   t.train_epoch(1);
-  const EvalResult a = evaluate(t.model(), test_, /*seed=*/3, torch::kCPU, *comm);
-  const EvalResult b = evaluate(t.model(), test_, 3, torch::kCPU, testing::LocalComm());
+  const EvalResult a = evaluate(t.model(), test_, /*seed=*/3, Device(), *comm);
+  const EvalResult b = evaluate(t.model(), test_, 3, Device(), testing::LocalComm());
   EXPECT_EQ(a.images, 1500);
   // Same per-image values, summed in float64 in another grouping: float32 rounding of the
   // model's outputs for differently shaped batches is all that may differ.
@@ -232,13 +267,13 @@ TEST_F(ShardedTrainingTest, BinarizedEpochMatchesOneProcess) {
   auto comm = Comm("mpi");
   Config c = Small(dir_.path());
   c.binarize = Binarize::kDynamic;
-  Trainer sharded(c, train_, test_, torch::kCPU, *comm);
-  Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());
+  Trainer sharded(c, train_, test_, Device(), *comm);
+  Trainer alone(c, train_, test_, Device(), testing::LocalComm());
   const EpochStats a = sharded.train_epoch(1), b = alone.train_epoch(1);
   EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-5);
   EXPECT_LT(MaxRelativeDifference(sharded.model(), alone.model()), 1e-5);
-  const EvalResult ea = evaluate(sharded.model(), test_, 3, torch::kCPU, *comm, /*binarize=*/true);
-  const EvalResult eb = evaluate(alone.model(), test_, 3, torch::kCPU, testing::LocalComm(), true);
+  const EvalResult ea = evaluate(sharded.model(), test_, 3, Device(), *comm, /*binarize=*/true);
+  const EvalResult eb = evaluate(alone.model(), test_, 3, Device(), testing::LocalComm(), true);
   EXPECT_NEAR(ea.loss / eb.loss, 1.0, 1e-5);
 }
 
@@ -276,8 +311,8 @@ TEST_F(ShardedTrainingTest, VariantsEpochMatchesOneProcess) {
     // is normalised away: its gradient is exactly zero and Adam would step on rounding noise.
     c.kl_schedule = KLScheduleKind::kConstant;
     tweak(c);
-    Trainer sharded(c, train_, test_, torch::kCPU, *comm);
-    Trainer alone(c, train_, test_, torch::kCPU, testing::LocalComm());
+    Trainer sharded(c, train_, test_, Device(), *comm);
+    Trainer alone(c, train_, test_, Device(), testing::LocalComm());
     const EpochStats a = sharded.train_epoch(1), b = alone.train_epoch(1);
     EXPECT_NEAR(a.loss / b.loss, 1.0, 1e-5);
     const double diff = MaxRelativeDifference(sharded.model(), alone.model());

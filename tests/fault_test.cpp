@@ -17,9 +17,10 @@ namespace fs = std::filesystem;
 
 class FaultTest : public ::testing::Test {
  protected:
+  void SetUp() override { VAE_REQUIRE_TEST_DEVICE(); }
   // 3001 images in batches of 100: 31 steps per epoch (the last one a single image).
   std::string Args(const std::string& out_dir, const std::string& extra) const {
-    return " --device cpu --data-dir " + data_ + " --out-dir " + out_dir +
+    return " " + testing::TrainDeviceFlags() + " --data-dir " + data_ + " --out-dir " + out_dir +
            " --train-limit 3001 --batch-size 100 --hidden-dims 64 --latent-dim 8 --threads 1 --log-every 5"
            " --sample-every 0 " +
            extra;
@@ -130,6 +131,17 @@ TEST_F(FaultTest, CommunicatorSetupFailingOnOneRankEndsEveryRank) {
   EXPECT_EQ(testing::Count(r.err, "vae_ddp: error:"), 1) << r.err;
   EXPECT_EQ(r.err.find("MPI_ABORT"), std::string::npos) << "every rank left together, not through an abort:\n" << r.err;
   EXPECT_LT(seconds, 60) << "the ranks ended together, not after --comm-timeout";
+}
+
+// A rank stuck inside the all-reduce itself (not before it): its own watchdog and its
+// peer's end the job after --comm-timeout, with the call named.
+TEST_F(FaultTest, RankStuckInsideTheAllReduceEndsTheJob) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Result r = Train(2, tmp_ / "run", "--epochs 2 --comm-timeout 3", "VAE_DDP_TEST_FAULT=collstall:1:5");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("MPI all-reduce did not complete within 3 s"), std::string::npos) << r.err;
+  EXPECT_LT(seconds, 60);
 }
 
 TEST_F(FaultTest, KilledRankEndsTheJobWithNothingLeftBehind) {

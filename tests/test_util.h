@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/base/errors.h"
@@ -21,21 +24,94 @@
 
 namespace vae::testing {
 
-// `args` for the vae_ddp binary pinned to the CPU: `--device cpu` right after the
-// subcommand word (or first, for training flags), for every subcommand that takes --device, so
-// that a test meant for the CPU does not train on a GPU box's `auto` choice. A --device
-// later in `args` still wins (cxxopts keeps the last value).
-inline std::string OnCpu(const std::string& args) {
+// What the build made and where the tests find it: the build's own paths, compiled in as
+// VAE_DDP_<NAME>_BUILT, unless the environment names another place (VAE_DDP_TEST_<NAME>), as a
+// packed GPU check (launch/gpu-check) does for the copies it carries.
+inline const char* BuiltOrEnv(const char* env, const char* built) {
+  const char* v = std::getenv(env);
+  return v && *v ? v : built;
+}
+
+}  // namespace vae::testing
+
+#ifdef VAE_DDP_BINARY_BUILT
+#define VAE_DDP_BINARY ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_BINARY", VAE_DDP_BINARY_BUILT)
+#endif
+#ifdef VAE_DDP_DATA_DIR_BUILT
+#define VAE_DDP_DATA_DIR ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_DATA_DIR", VAE_DDP_DATA_DIR_BUILT)
+#endif
+#ifdef VAE_DDP_MPIRUN_BUILT
+#define VAE_DDP_MPIRUN ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_MPIRUN", VAE_DDP_MPIRUN_BUILT)
+#endif
+#ifdef VAE_DDP_SOURCE_DIR_BUILT
+#define VAE_DDP_SOURCE_DIR ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_SOURCE_DIR", VAE_DDP_SOURCE_DIR_BUILT)
+#endif
+#ifdef VAE_DDP_README_BUILT
+#define VAE_DDP_README VAE_DDP_README_BUILT
+#endif
+
+namespace vae::testing {
+
+// The device of the tests written for either: VAE_DDP_TEST_DEVICE, which tests/CMakeLists.txt
+// sets to "cuda" for their `gpu`-labelled runs; else the CPU.
+inline std::string TestDevice() {
+  const char* d = std::getenv("VAE_DDP_TEST_DEVICE");
+  return d && *d ? d : "cpu";
+}
+
+// The flags that put a training run on TestDevice(): on CUDA also `--backend mpi`, so that
+// the ranks of a multi-rank test share the one GPU (NCCL takes one GPU per rank).
+inline std::string TrainDeviceFlags() {
+  return TestDevice() == "cuda" ? "--device cuda --backend mpi" : "--device " + TestDevice();
+}
+
+// `args` for the vae_ddp binary pinned to TestDevice() (the CPU unless a `gpu` run says
+// otherwise): its flags right after the subcommand word (or first, for training flags), for
+// every subcommand that takes --device, so that a test meant for the CPU does not train on
+// a GPU box's `auto` choice. A --device later in `args` still wins (cxxopts keeps the last).
+inline std::string OnTestDevice(const std::string& args) {
   const std::string first = args.substr(0, args.find(' '));
   for (const char* no_device : {"export", "inspect"}) {
     if (first == no_device) return args;
   }
-  for (const char* command : {"train", "eval", "sample", "latent-map", "manifold", "interpolate", "trace"}) {
-    if (first == command) return first + " --device cpu" + args.substr(first.size());
+  if (first == "train") return first + " " + TrainDeviceFlags() + args.substr(first.size());
+  for (const char* command : {"eval", "sample", "latent-map", "manifold", "interpolate", "trace"}) {
+    if (first == command) return first + " --device " + TestDevice() + args.substr(first.size());
   }
   if (!first.empty() && first[0] != '-') return args;  // not a subcommand: left for vae_ddp to refuse
-  return "--device cpu " + args;
+  return TrainDeviceFlags() + " " + args;
 }
+
+// The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H200 (UUID: ...)"): 0 without the tool.
+inline int GpusListedByNvidiaSmi() {
+  FILE* p = ::popen("nvidia-smi -L 2>/dev/null", "r");
+  if (!p) return 0;
+  int gpus = 0;
+  char line[512];
+  while (std::fgets(line, sizeof(line), p)) gpus += std::string(line).rfind("GPU ", 0) == 0;
+  ::pclose(p);
+  return gpus;
+}
+
+}  // namespace vae::testing
+
+// In a test (or its fixture's SetUp) that needs a GPU: skips, with a message, where no GPU is
+// visible; fails where nvidia-smi lists one that libtorch cannot use.
+#define VAE_REQUIRE_GPU()                                                                                  \
+  do {                                                                                                     \
+    const int vae_listed_ = ::vae::testing::GpusListedByNvidiaSmi();                                       \
+    if (vae_listed_ == 0) GTEST_SKIP() << "no GPU visible here (nvidia-smi lists none): skipped";          \
+    ASSERT_TRUE(torch::cuda::is_available())                                                               \
+        << "nvidia-smi lists " << vae_listed_ << " GPU(s), but libtorch cannot use any (a driver too old " \
+        << "for this CUDA runtime, or a CPU-only libtorch?)";                                              \
+  } while (0)
+// The same for a test written for either device, when its run is on CUDA.
+#define VAE_REQUIRE_TEST_DEVICE()                                   \
+  do {                                                              \
+    if (::vae::testing::TestDevice() == "cuda") VAE_REQUIRE_GPU(); \
+  } while (0)
+
+namespace vae::testing {
 
 // How many times `needle` occurs in `text`.
 inline int Count(const std::string& text, const std::string& needle) {

@@ -103,7 +103,7 @@ TrainStart prepare_train(const Config& c, const World& w) {
   TrainStart s;
   run_collectively(w, [&] {
     check_world(c, w);
-    s.device = resolve_device(c.device, w.local_rank);
+    s.device = resolve_device(c.device, w.local_rank, c.backend);
     s.threads = configure_threads(c.threads, w.local_size);
     if (w.rank != 0) return;  // rank 0 owns the output directory and the checkpoints
     prepare_out_dir(c.out_dir);

@@ -23,18 +23,20 @@ bool auto_picks_cuda() {
   return (test && std::string(test) == "cuda") || cuda_usable();
 }
 
-int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices) {
+int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices, bool shared) {
   // A site that binds one GPU per task leaves each rank one visible device, whatever its rank.
   const std::string named = cuda_visible_devices ? cuda_visible_devices : "";
   if (visible == 1 && !named.empty() && named.find(',') == std::string::npos) return 0;
   if (local_rank < visible) return local_rank;
+  if (shared && visible > 0) return local_rank % visible;
   throw UsageError(
-      fmt::format("--device cuda: local rank {} needs GPU {}, but this node shows {} GPU(s); "
-                  "launch at most {} rank(s) per node, or bind one GPU per task (CUDA_VISIBLE_DEVICES)",
+      fmt::format("--device cuda: local rank {} needs GPU {}, but this node shows {} GPU(s) (NCCL takes one GPU per "
+                  "rank); launch at most {} rank(s) per node, bind one GPU per task (CUDA_VISIBLE_DEVICES), or "
+                  "share the GPUs with --backend mpi (gradients staged through host memory: slower)",
                   local_rank, local_rank, visible, visible));
 }
 
-torch::Device resolve_device(DeviceKind device, int local_rank) {
+torch::Device resolve_device(DeviceKind device, int local_rank, Backend backend) {
   if (device == DeviceKind::kCpu || (device == DeviceKind::kAuto && !auto_picks_cuda())) return torch::kCPU;
   if (!cuda_usable()) {
     throw UsageError(device == DeviceKind::kCuda
@@ -44,7 +46,7 @@ torch::Device resolve_device(DeviceKind device, int local_rank) {
                            "a test that means the CPU passes --device cpu");
   }
   const int gpu = gpu_for_local_rank(local_rank, static_cast<int>(torch::cuda::device_count()),
-                                     std::getenv("CUDA_VISIBLE_DEVICES"));
+                                     std::getenv("CUDA_VISIBLE_DEVICES"), backend == Backend::kMpi);
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(gpu));
 }
 

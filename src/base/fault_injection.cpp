@@ -27,9 +27,9 @@ Fault parse_fault() {
   if (!text || !*text) return {};
   std::smatch m;
   const std::string s = text;
-  if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|slowsave|commsetup):(\d+):(\d+))"))) {
+  if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|overflow|slowsave|commsetup|collstall):(\d+):(\d+))"))) {
     throw UsageError(
-        fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|slowsave|commsetup:RANK:AT", s));
+        fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|overflow|slowsave|commsetup|collstall:RANK:AT", s));
   }
   return {m[1], std::stoi(m[2]), std::stoll(m[3])};
 }
@@ -41,6 +41,7 @@ FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at) {
   if (fault.kind.empty() || fault.rank != rank || fault.at != at) return FaultAction::kNone;
   const FaultSite site_of_kind = fault.kind == "slowsave"    ? FaultSite::kSave
                                  : fault.kind == "commsetup" ? FaultSite::kCommSetup
+                                 : fault.kind == "collstall" ? FaultSite::kCollective
                                                              : FaultSite::kStep;
   if (site != site_of_kind) return FaultAction::kNone;
   if (fault.kind == "commsetup") {
@@ -51,6 +52,8 @@ FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at) {
     throw std::runtime_error(fmt::format("injected fault (VAE_DDP_TEST_FAULT) at step {}", at));
   }
   if (fault.kind == "nan") return FaultAction::kPoisonBatch;
+  if (fault.kind == "overflow") return FaultAction::kOverflowGradients;
+  if (fault.kind == "collstall") return FaultAction::kStallCollective;
   if (fault.kind == "signal") {
     std::raise(SIGUSR1);
     return FaultAction::kNone;

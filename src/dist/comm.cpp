@@ -35,10 +35,8 @@ std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend,
     }
     return make_nccl_communicator(w, device, timeout);
   }
-  // mpi (or auto on CPU)
-  if (cuda && w.size > 1) {
-    throw UsageError("--backend mpi: the MPI backend reduces CPU tensors; use --backend nccl with --device cuda");
-  }
+  // mpi (or auto on CPU); with CUDA tensors it stages them through pinned host memory
+  // (host_staging.h), so that several ranks can share one GPU.
   if (!w.launched) return make_local_communicator(w);
   return make_mpi_communicator(w, timeout);
 }

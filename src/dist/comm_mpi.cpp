@@ -1,10 +1,17 @@
-// MPI backend: CPU tensors, MPI_Allreduce in place. Every call is checked and watched.
+// MPI backend: MPI_Allreduce in place on CPU tensors; CUDA (several ranks sharing a GPU)
+// and non-contiguous tensors go through host staging (host_staging.h). Every call is
+// checked and watched.
 #include "vae_ddp/dist/comm.h"
+
+#include <chrono>
+#include <limits>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/fault_injection.h"
+#include "vae_ddp/dist/host_staging.h"
 #include "vae_ddp/dist/watchdog.h"
 
 #ifdef VAE_WITH_MPI
@@ -24,28 +31,40 @@ class MpiCommunicator : public Communicator {
   }
 
   void allreduce_sum(torch::Tensor& t) override {
-    require_cpu_contiguous(t, "all-reduce");
-    Watchdog::Scope watch(watchdog_, "MPI all-reduce");
-    MPI_CHECK_WITH(watchdog_.fail, MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t),
-                                                 MPI_SUM, MPI_COMM_WORLD));
+    check_size(t);
+    torch::Tensor host = staging_.to_host(t);
+    {
+      Watchdog::Scope watch(watchdog_, "MPI all-reduce");
+      if (maybe_inject_fault(FaultSite::kCollective, world_.rank, allreduces_++) == FaultAction::kStallCollective) {
+        for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // a rank that stops answering in the call
+      }
+      MPI_CHECK_WITH(watchdog_.fail, MPI_Allreduce(MPI_IN_PLACE, host.data_ptr(), static_cast<int>(host.numel()),
+                                                   mpi_type(host), MPI_SUM, MPI_COMM_WORLD));
+    }
+    HostStaging::from_host(t, host);
   }
 
   void broadcast(torch::Tensor& t, int root) override {
-    require_cpu_contiguous(t, "broadcast");
-    Watchdog::Scope watch(watchdog_, "MPI broadcast");
-    MPI_CHECK_WITH(watchdog_.fail,
-                   MPI_Bcast(t.data_ptr(), static_cast<int>(t.numel()), mpi_type(t), root, MPI_COMM_WORLD));
+    check_size(t);
+    torch::Tensor host = staging_.to_host(t);
+    {
+      Watchdog::Scope watch(watchdog_, "MPI broadcast");
+      MPI_CHECK_WITH(watchdog_.fail, MPI_Bcast(host.data_ptr(), static_cast<int>(host.numel()), mpi_type(host), root,
+                                               MPI_COMM_WORLD));
+    }
+    HostStaging::from_host(t, host);
   }
 
   std::string name() const override { return "mpi"; }
 
  private:
-  static void require_cpu_contiguous(const torch::Tensor& t, const char* what) {
-    if (!t.device().is_cpu() || !t.is_contiguous() || t.numel() > std::numeric_limits<int>::max()) {
-      throw std::invalid_argument(
-          fmt::format("MPI backend {}: needs a contiguous CPU tensor of < 2^31 elements", what));
+  static void check_size(const torch::Tensor& t) {
+    if (t.numel() > std::numeric_limits<int>::max()) {
+      throw std::invalid_argument("MPI backend: a collective takes < 2^31 elements");
     }
   }
+  HostStaging staging_;
+  int64_t allreduces_ = 0;
   Watchdog watchdog_;
 };
 

@@ -17,9 +17,11 @@
 #ifdef VAE_WITH_NCCL
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -103,6 +105,12 @@ class NcclCommunicator : public Communicator {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
     const cudaEvent_t start = record(stream);
+    if (maybe_inject_fault(FaultSite::kCollective, world_.rank, allreduces_++) == FaultAction::kStallCollective) {
+      // The GPU reaches the all-reduce and stops there: the stream waits on a host function
+      // that never returns, as behind a peer that stopped answering.
+      CUDA_CHECK(cudaLaunchHostFunc(
+          stream, [](void*) { for (;;) std::this_thread::sleep_for(std::chrono::hours(1)); }, nullptr));
+    }
     NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
                              stream));
     track(stream, start, "NCCL all-reduce");
@@ -208,6 +216,7 @@ class NcclCommunicator : public Communicator {
   }
 
   int device_;
+  int64_t allreduces_ = 0;
   ncclComm_t comm_ = nullptr;
   std::atomic<bool> ready_{false};
   std::mutex mutex_;

@@ -8,6 +8,7 @@
 
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/fault_injection.h"
+#include "vae_ddp/train/gpu_audit.h"
 #include "vae_ddp/base/rng.h"
 #include "vae_ddp/base/stop_signal.h"
 #include "vae_ddp/model/loss.h"
@@ -23,6 +24,8 @@ enum Sum : int64_t { kObjective = 0, kBce = 1, kKld = 2, kImages = 3, kSums = 4 
 // On a GPU reading the control slots waits for the step to finish: the trainer reads them
 // every this many steps (and at an epoch's last step) there, every step on the CPU.
 constexpr int64_t kGpuSlotReadEvery = 16;
+// --profile on a GPU counts the GPU operations of steps kOpsFrom+1 .. kOpsFrom+kOpsSteps of an epoch.
+constexpr int64_t kOpsFrom = 10, kOpsSteps = 10;
 
 torch::Tensor new_sums(torch::Device device) {
   return torch::zeros({kSums}, torch::dtype(torch::kFloat64).device(device));
@@ -90,17 +93,16 @@ void Trainer::broadcast_beta() {
   comm_.broadcast(beta_, /*root=*/0);
 }
 
-Batch Trainer::make_batch(int64_t step) {
+Batch Trainer::make_batch(int64_t step, FaultAction fault) {
   Profiler::Scope timed(profiler_, Phase::kData);
   Batch b = batches_->make(step, comm_.world().rank, comm_.world().size);
-  if (maybe_inject_fault(FaultSite::kStep, comm_.world().rank, progress_.global_step) == FaultAction::kPoisonBatch) {
-    b.x = b.x * std::numeric_limits<float>::quiet_NaN();
-  }
+  if (fault == FaultAction::kPoisonBatch) b.x = b.x * std::numeric_limits<float>::quiet_NaN();
   return b;
 }
 
 void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
-  const Batch batch = make_batch(step);
+  const FaultAction fault = maybe_inject_fault(FaultSite::kStep, comm_.world().rank, progress_.global_step);
+  const Batch batch = make_batch(step, fault);
   // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
   const bool runs = batch.rows() > 0 || config_.batch_norm;
   if (runs && step_.step->overwrites_gradients()) {
@@ -117,6 +119,7 @@ void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
     if (record) *record = {batch.indices.clone(), batch.eps.clone(), beta_.item<double>(), r.loss.item<double>()};
     add_sums(acc, r, batch);
   }
+  if (fault == FaultAction::kOverflowGradients) flat_->grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
   reduce_gradients();
   update_parameters();
 }
@@ -199,8 +202,21 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   }
   const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   outputs_->begin_epoch(epoch, train_.size());
+  // --profile on a GPU: the GPU operations of kOpsSteps steps, once per run.
+  const int64_t ops_from = first + kOpsFrom, ops_to = ops_from + kOpsSteps;
+  const bool count_ops = profiler_.enabled() && !ops_counted_ && GpuOpCounter::available(device_) &&
+                         ops_to <= steps_per_epoch();
+  GpuOpCounter ops;
   for (int64_t step = first; step < steps_per_epoch(); ++step) {
-    train_step(step, interval);
+    if (count_ops && step == ops_from) ops.start();
+    {
+      const SyncDebugScope sync_check(sync_debug_, device_);  // VAE_DDP_SYNC_DEBUG: no host sync inside a step
+      train_step(step, interval);
+    }
+    if (count_ops && step + 1 == ops_to) {
+      spdlog::info("epoch {} steps {}-{}: {}", epoch, ops_from + 1, ops_to, ops.stop(kOpsSteps).describe());
+      ops_counted_ = true;
+    }
     const bool stop = must_stop(epoch, step);
     show_progress(epoch, step, total, interval);
     if (stop) return pause_epoch(step, total += interval, seconds_before + seconds_since(t0));

@@ -17,12 +17,14 @@ bool cuda_usable();
 bool auto_picks_cuda();
 // The GPU (an index among the `visible` ones) that local rank `local_rank` uses: its own
 // (one rank per GPU), or device 0 where a per-task binding left one GPU visible
-// (`cuda_visible_devices`, CUDA_VISIBLE_DEVICES, names one device). Throws UsageError when
-// the node shows fewer GPUs than its ranks need.
-int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices);
-// auto -> cuda when auto_picks_cuda(), else cpu; a CUDA device is gpu_for_local_rank's.
-// Throws UsageError for CUDA without a usable GPU, or with more ranks on the node than GPUs.
-torch::Device resolve_device(DeviceKind device, int local_rank = 0);
+// (`cuda_visible_devices`, CUDA_VISIBLE_DEVICES, names one device), or, `shared` (the MPI
+// backend), local_rank % visible. Throws UsageError when the node shows fewer GPUs than its
+// ranks need.
+int gpu_for_local_rank(int local_rank, int visible, const char* cuda_visible_devices, bool shared = false);
+// auto -> cuda when auto_picks_cuda(), else cpu; a CUDA device is gpu_for_local_rank's
+// (ranks share GPUs under `--backend mpi`). Throws UsageError for CUDA without a usable GPU,
+// or with more ranks on the node than GPUs for NCCL.
+torch::Device resolve_device(DeviceKind device, int local_rank = 0, Backend backend = Backend::kAuto);
 
 // Sets libtorch's intra-op threads (and OpenMP's, which OpenBLAS follows) to `threads`,
 // or to cores / local_ranks when threads == 0. Returns the number set.

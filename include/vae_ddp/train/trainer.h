@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "vae_ddp/base/config.h"
+#include "vae_ddp/base/fault_injection.h"
 #include "vae_ddp/base/profiler.h"
 #include "vae_ddp/data/mnist.h"
 #include "vae_ddp/dist/comm.h"
@@ -19,6 +20,7 @@
 #include "vae_ddp/train/batch.h"
 #include "vae_ddp/train/checkpoint.h"
 #include "vae_ddp/train/flat_adam.h"
+#include "vae_ddp/train/gpu_audit.h"
 #include "vae_ddp/train/kl_schedule.h"
 #include "vae_ddp/train/run_outputs.h"
 #include "vae_ddp/train/step.h"
@@ -76,8 +78,8 @@ class Trainer {
   // One optimizer step on global batch `step` (fp16 may skip it, on the device); adds this
   // rank's sums to `acc`.
   void train_step(int64_t step, torch::Tensor& acc, StepRecord* record = nullptr);
-  // This rank's rows of global batch `step` (a fault may poison them).
-  Batch make_batch(int64_t step);
+  // This rank's rows of global batch `step` (a `nan` fault poisons them).
+  Batch make_batch(int64_t step, FaultAction fault);
   // Adds a step's objective, terms and image count to `acc` (on the device).
   void add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch);
   // The one all-reduce of the step: gradients and the control slots (FlatParameters::Slot).
@@ -115,6 +117,8 @@ class Trainer {
   StepChoice step_;        // forward and backward: autograd or a fast path
   torch::Tensor beta_;     // [1] on the device: the current step's beta, rank 0's value
   torch::Tensor skipped_;  // 0-dim on the device: fp16 steps skipped this epoch
+  int sync_debug_ = sync_debug_mode_from_env();  // VAE_DDP_SYNC_DEBUG (gpu_audit.h)
+  bool ops_counted_ = false;                       // --profile: GPU operations counted once
   std::unique_ptr<RunOutputs> outputs_;
 };
 

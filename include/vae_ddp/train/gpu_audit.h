@@ -1,0 +1,47 @@
+// Two looks at the GPU training step that change nothing in it:
+//  - SyncDebugScope: CUDA's sync debug mode (c10::cuda::warning_state, PyTorch's
+//    torch.cuda.set_sync_debug_mode) around each step, from VAE_DDP_SYNC_DEBUG=warn|error:
+//    with `error`, a step that makes the host wait for the GPU throws, naming the call;
+//  - GpuOpCounter: the GPU operations (kernels, copies, memsets) the CUDA profiler (Kineto)
+//    sees over a window of steps, for --profile.
+// Both do nothing on the CPU, or in a build against a libtorch without CUDA.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace vae {
+
+// The mode VAE_DDP_SYNC_DEBUG names: 0 (unset), 1 (warn) or 2 (error). Throws UsageError
+// for another value.
+int sync_debug_mode_from_env();
+
+class SyncDebugScope {
+ public:
+  // `mode` (sync_debug_mode_from_env) for this scope's lifetime, on a CUDA `device`.
+  SyncDebugScope(int mode, const torch::Device& device);
+  ~SyncDebugScope();
+  SyncDebugScope(const SyncDebugScope&) = delete;
+  SyncDebugScope& operator=(const SyncDebugScope&) = delete;
+
+ private:
+  bool active_ = false;
+};
+
+struct GpuOps {
+  int64_t kernels = 0, copies = 0, memsets = 0;  // over the counted steps
+  int64_t steps = 0;
+  std::string describe() const;  // "41.0 GPU operations per step (39.0 kernels, 2.0 copies, 0.0 memsets), over 10 steps"
+};
+
+class GpuOpCounter {
+ public:
+  // True where counting works: a CUDA device, in a build with libtorch's CUDA profiler.
+  static bool available(const torch::Device& device);
+  void start();              // before the first counted step
+  GpuOps stop(int64_t steps);  // after the last; `steps` counted
+};
+
+}  // namespace vae
