@@ -111,15 +111,16 @@ def tuned_loss(model, x, eps, beta, global_batch):
     return (bce + beta * kld_rows(mu.float(), logvar.float())).sum() / global_batch
 
 
-def test_loss(model, test, seed, tuned):
+def test_loss(model, test, seed, tuned, device="cpu"):
     """Negative ELBO per test image, one z per image, batches of 1000."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    test = test.to(device)
     total = 0.0
     with torch.inference_mode():
         for start in range(0, test.shape[0], 1000):
             x = test[start:start + 1000]
             if tuned:
-                eps = torch.randn(x.shape[0], model.head.out_features // 2, generator=gen)
+                eps = torch.randn(x.shape[0], model.head.out_features // 2, generator=gen, device=device)
                 total += tuned_loss(model, x, eps, 1.0, 1).item()
             else:
                 torch.manual_seed(seed + start)
@@ -130,35 +131,61 @@ def test_loss(model, test, seed, tuned):
 
 # --- training -----------------------------------------------------------------------------
 
-def autocast(precision):
+def autocast(precision, device="cpu"):
+    kind = torch.device(device).type
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return torch.autocast(kind, enabled=False)
+
+
+class IdxImages(torch.utils.data.Dataset):
+    """What torchvision's MNIST + ToTensor hands a DataLoader, image by image (for a Python
+    without torchvision): a [1, 28, 28] float tensor in [0, 1] and the label."""
+
+    def __init__(self, data_dir):
+        self.images = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte"))
+        self.labels = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte"))
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.images[i].astype(np.float32) / 255.0).unsqueeze(0), int(self.labels[i])
+
+
+def seed_dataset(data_dir, root):
+    """The seeds' data pipeline: torchvision's MNIST with ToTensor, else IdxImages."""
+    try:
+        from torchvision import datasets, transforms
+    except ImportError:
+        print(json.dumps({"note": "no torchvision here: IdxImages stands in for datasets.MNIST + ToTensor"}),
+              file=sys.stderr)
+        return IdxImages(data_dir)
+    raw = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        os.symlink(os.path.abspath(os.path.join(data_dir, name)), os.path.join(raw, name))
+    return datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
 
 
 def train_seed(args, test):
-    from torchvision import datasets, transforms  # the seeds' data pipeline
-
+    device = args.device
     with tempfile.TemporaryDirectory() as root:
-        raw = os.path.join(root, "MNIST", "raw")
-        os.makedirs(raw)
-        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            os.symlink(os.path.abspath(os.path.join(args.data_dir, name)), os.path.join(raw, name))
-        dataset = datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
+        dataset = seed_dataset(args.data_dir, root)
         if args.train_limit:
             dataset = torch.utils.data.Subset(dataset, range(args.train_limit))
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
-        model = SeedVAE(args.hidden, args.latent)
+        model = SeedVAE(args.hidden, args.latent).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         for epoch in range(1, args.epochs + 1):
             t0 = time.perf_counter()
             model.train()
             total = 0.0
             for x, _ in loader:
-                x = x.view(-1, PIXELS)
+                x = x.view(-1, PIXELS).to(device)  # the seeds' copy per batch
                 opt.zero_grad()
-                with autocast(args.precision):
+                with autocast(args.precision, device):
                     recon, mu, logvar = model(x)
                 loss = F.binary_cross_entropy(recon.float(), x, reduction="sum") + \
                     kld_rows(mu.float(), logvar.float()).sum()
@@ -166,36 +193,38 @@ def train_seed(args, test):
                 total += loss.item()
                 opt.step()
             emit(epoch, time.perf_counter() - t0, total / len(dataset))
-        return test_loss(model, test, args.seed, tuned=False)
+        return test_loss(model, test, args.seed, tuned=False, device=device)
 
 
 def train_tuned(args, test):
-    train = load_split(args.data_dir, True, args.train_limit)
+    device = args.device
+    train = load_split(args.data_dir, True, args.train_limit).to(device)  # the split lives on the device
     n = train.shape[0]
-    model = TunedVAE(args.hidden, args.latent)
+    model = TunedVAE(args.hidden, args.latent).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, foreach=args.foreach)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
 
     def forward_loss(x, eps):
-        with autocast(args.precision):
+        with autocast(args.precision, device):
             return tuned_loss(model, x, eps, 1.0, x.shape[0])
 
     if args.compile:  # AOTAutograd compiles the backward graph too
         forward_loss = torch.compile(forward_loss, mode=None if args.compile == "default" else args.compile)
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        total = torch.zeros((), dtype=torch.float64)
+        perm = torch.randperm(n, generator=gen, device=device)
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n, args.batch_size):
             x = train.index_select(0, perm[start:start + args.batch_size])
-            eps = torch.randn(x.shape[0], args.latent, generator=gen)
+            eps = torch.randn(x.shape[0], args.latent, generator=gen, device=device)
             opt.zero_grad(set_to_none=True)
             loss = forward_loss(x, eps)
             loss.backward()
             opt.step()
             total += loss.detach() * x.shape[0]
-        emit(epoch, time.perf_counter() - t0, total.item() / n)
-    return test_loss(model, test, args.seed, tuned=True)
+        train_loss = total.item() / n  # waits for the epoch's last step: its time is all in
+        emit(epoch, time.perf_counter() - t0, train_loss)
+    return test_loss(model, test, args.seed, tuned=True, device=device)
 
 
 def emit(epoch, seconds, train_loss):
@@ -265,6 +294,7 @@ def main():
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--train-limit", type=int, default=0)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--device", default="cpu", help="cpu or cuda: where the model, and for tuned the data, live")
     t.add_argument("--foreach", action="store_true", help="tuned: multi-tensor Adam")
     t.add_argument("--compile", help="tuned: torch.compile the step with this mode (default, max-autotune-no-cudagraphs, ...)")
     e = sub.add_parser("check-export")

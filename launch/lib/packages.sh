@@ -29,5 +29,6 @@ HOST_PACKAGES=(dataset-fashion-mnist python3-torch python3-venv)
 
 # Only the test suite: a real Slurm (tests/slurm), clang for the libFuzzer targets
 # (tests/fuzz), an independent reader of TensorBoard event files (protobuf, CRC32C), and
-# debootstrap and ip (iproute2) for the offline-install test's minimal root and its namespace.
-TEST_PACKAGES=(slurm-wlm munge clang procps python3-protobuf python3-crc32c debootstrap iproute2)
+# debootstrap and ip (iproute2) for the offline-install test's minimal root and its namespace, and
+# patchelf and xz for the packed GPU check (launch/gpu-check).
+TEST_PACKAGES=(slurm-wlm munge clang procps python3-protobuf python3-crc32c debootstrap iproute2 patchelf xz-utils)
