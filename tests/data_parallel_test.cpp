@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/dist/comm.h"
+#include "vae_ddp/dist/host_staging.h"
 #include "vae_ddp/model/loss.h"
 #include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/trainer.h"
@@ -253,6 +254,38 @@ TEST(CommTest, OneGpuProcessNeedsNoNccl) {
         testing::ErrorOf([&] { make_communicator(two, Backend::kAuto, gpu, std::chrono::seconds(1)); });
     EXPECT_NE(e.find("built without NCCL"), std::string::npos) << e;
   }
+}
+
+}  // namespace
+}  // namespace vae
+
+namespace vae {
+namespace {
+
+// The MPI backend's staging (host_staging.h), on CPU tensors: a contiguous tensor is handed
+// over as it is; a strided view is copied into a contiguous buffer that is reused while it
+// is large enough, and copied back into the view's own elements only.
+TEST(HostStagingTest, StridedViewsGoThroughOneReusedBuffer) {
+  HostStaging staging;
+  auto plain = torch::arange(10, torch::kFloat32);
+  EXPECT_EQ(staging.to_host(plain).data_ptr(), plain.data_ptr());
+  EXPECT_FALSE(HostStaging::needs_staging(plain));
+
+  auto whole = torch::arange(24, torch::kFloat32).reshape({8, 3});
+  auto column = whole.select(1, 2);
+  ASSERT_TRUE(HostStaging::needs_staging(column));
+  auto host = staging.to_host(column);
+  EXPECT_TRUE(host.is_contiguous());
+  EXPECT_NE(host.data_ptr(), column.data_ptr());
+  EXPECT_TRUE(torch::equal(host, column));
+  const void* buffer = host.data_ptr();
+  host.mul_(-1);  // what the collective would write
+  HostStaging::from_host(column, host);
+  EXPECT_TRUE(torch::equal(whole.select(1, 2), -torch::arange(2, 24, 3, torch::kFloat32)));
+  EXPECT_TRUE(torch::equal(whole.select(1, 0), torch::arange(0, 24, 3, torch::kFloat32))) << "a neighbour changed";
+  // A smaller view of the same dtype reuses the buffer; another dtype gets its own.
+  EXPECT_EQ(staging.to_host(whole.select(1, 1).slice(0, 0, 4)).data_ptr(), buffer);
+  EXPECT_NE(staging.to_host(whole.to(torch::kFloat64).t()).data_ptr(), buffer);
 }
 
 }  // namespace

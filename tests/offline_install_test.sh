@@ -2,8 +2,8 @@
 # offline_install_test.sh SOURCE_DIR MNIST_DIR
 #
 # The offline, no-root install end to end, on a machine that has nothing else:
-#   1. a minimal Debian 12 root (debootstrap --variant=minbase) with only g++, CMake and ninja
-#      added, cached as a tarball between runs (VAE_CACHE_DIR, default ~/.cache/vae_ddp);
+#   1. a minimal Debian 12 root (tests/lib/minimal_root.sh: debootstrap --variant=minbase, with
+#      only g++, CMake, ninja, python3 and xz added), cached as a tarball between runs;
 #   2. `launch/setup --download-only DIR --with-libtorch` run here as an unprivileged user;
 #   3. the folder copied into the root; then, in a new network namespace (loopback only) and
 #      as an unprivileged user of the root: `launch/setup --from DIR --prefix P` builds
@@ -20,27 +20,17 @@ fail() { echo "FAIL: $* (files kept in ${work:-?})"; exit 1; }
 for tool in debootstrap unshare chroot setpriv ip; do
   command -v "$tool" >/dev/null || skip "needs $tool (launch/setup installs it with the test packages)"
 done
-mirror="${VAE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-cache="${VAE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vae_ddp}"
-tarball="$cache/debian12-minbase-gxx-cmake-ninja.tar.gz"
+# shellcheck source=lib/minimal_root.sh
+source "$(dirname "$0")/lib/minimal_root.sh"
 t0=$(date +%s)
 
 # Under /tmp, which every user can reach (a checkout under /root is not); the mounts below
 # are private to their namespace and go with it.
 work="$(mktemp -d "${TMPDIR:-/tmp}/vae-offline-install.XXXXXX")"
-mkdir -p "$cache"
 root="$work/root"
 
 # --- 1. the minimal root, from the cache when there is one ---
-if [ ! -f "$tarball" ]; then
-  say "debootstrap --variant=minbase bookworm with g++, cmake, ninja-build (cached in $tarball)"
-  debootstrap --variant=minbase --include=g++,cmake,ninja-build bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-    { tail -20 "$work/debootstrap.log"; fail "debootstrap"; }
-  rm -rf "$root"/var/cache/apt/archives/*.deb
-  tar czf "$tarball.part" -C "$root" . && mv "$tarball.part" "$tarball"
-else
-  mkdir "$root" && tar xzf "$tarball" -C "$root"
-fi
+minimal_root "$root" || fail "debootstrap"
 t1=$(date +%s)
 
 # --- 2. the download folder, made by an unprivileged user (nobody) ---
@@ -86,18 +76,7 @@ echo "inside: done"
 INSIDE
 chown -R 1000:1000 "$root/home/builder"
 say "launch/setup --from in the root, as builder, in a network namespace with loopback only"
-unshare --net --mount --pid --fork -- bash -c '
-  set -e
-  root="$1"
-  ip link set lo up
-  mount -t proc proc "$root/proc"
-  mount -t sysfs -o ro sysfs "$root/sys"      # hwloc reads the CPU topology there
-  mount --rbind /dev "$root/dev"
-  mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
-  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-  exec chroot --userspec=1000:1000 "$root" /usr/bin/env -i HOME=/home/builder USER=builder LANG=C.UTF-8 \
-    PATH=/usr/local/bin:/usr/bin:/bin /bin/bash /home/builder/inside.sh
-' _ "$root" || fail "install, build or training inside the root"
+in_root "$root" 1000:1000 /bin/bash /home/builder/inside.sh || fail "install, build or training inside the root"
 t3=$(date +%s)
 say "minimal root $((t1 - t0)) s, download $((t2 - t1)) s ($(du -sh "$work/dl" | cut -f1)), install + build + train $((t3 - t2)) s"
 rm -rf "$work"

@@ -202,10 +202,10 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   }
   const double seconds_before = first > 0 ? progress_.partial_seconds : 0.0;
   outputs_->begin_epoch(epoch, train_.size());
-  // --profile on a GPU: the GPU operations of kOpsSteps steps, once per run.
+  // --profile or VAE_DDP_SYNC_DEBUG on a GPU: the GPU operations of kOpsSteps steps, once per run.
   const int64_t ops_from = first + kOpsFrom, ops_to = ops_from + kOpsSteps;
-  const bool count_ops = profiler_.enabled() && !ops_counted_ && GpuOpCounter::available(device_) &&
-                         ops_to <= steps_per_epoch();
+  const bool count_ops = (profiler_.enabled() || sync_debug_ != 0) && !ops_counted_ &&
+                         GpuOpCounter::available(device_) && ops_to <= steps_per_epoch();
   GpuOpCounter ops;
   for (int64_t step = first; step < steps_per_epoch(); ++step) {
     if (count_ops && step == ops_from) ops.start();

@@ -3,7 +3,8 @@
 //    torch.cuda.set_sync_debug_mode) around each step, from VAE_DDP_SYNC_DEBUG=warn|error:
 //    with `error`, a step that makes the host wait for the GPU throws, naming the call;
 //  - GpuOpCounter: the GPU operations (kernels, copies, memsets) the CUDA profiler (Kineto)
-//    sees over a window of steps, for --profile.
+//    sees over a window of steps, printed by --profile and VAE_DDP_SYNC_DEBUG runs.
+// (--profile synchronizes at each phase boundary to time the phases: not with the sync check.)
 // Both do nothing on the CPU, or in a build against a libtorch without CUDA.
 #pragma once
 
