@@ -83,7 +83,8 @@ const Field kFields[] = {
      "autocast around forward and loss (on the CPU fast path, bf16 GEMMs instead); weights and Adam state stay "
      "fp32"},
     {"backend", &Config::backend,
-     "gradient all-reduce: `nccl` (CUDA tensors) or `mpi` (CPU tensors); `auto` picks by device"},
+     "gradient all-reduce: `nccl` (CUDA, one GPU per rank) or `mpi` (CPU tensors; CUDA ones through pinned host "
+     "memory, so ranks can share a GPU); `auto` picks nccl on CUDA, mpi on CPU"},
     {"comm-timeout", &Config::comm_timeout,
      "seconds a collective may wait before the job is ended (a peer died or hangs)"},
     {"profile", &Config::profile,
