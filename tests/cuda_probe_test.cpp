@@ -30,7 +30,7 @@ bool libtorch_cuda_loaded() {
 // Where the driver lists a GPU, libtorch must see it: else every --device cuda run fails.
 TEST(CudaProbeTest, GpusTheDriverListsAreUsable) {
   const int listed = vae::testing::GpusListedByNvidiaSmi();
-  if (listed == 0) GTEST_SKIP() << "nvidia-smi lists no GPU here";
+  if (listed == 0) GTEST_SKIP() << "no GPU visible here (nvidia-smi lists none): skipped";
   int runtime_count = -1;
   const cudaError_t rc = cudaGetDeviceCount(&runtime_count);
   ASSERT_TRUE(torch::cuda::is_available())
@@ -42,7 +42,7 @@ TEST(CudaProbeTest, GpusTheDriverListsAreUsable) {
 }
 
 TEST(CudaProbeTest, KernelFromNvccRunsOnTheGpu) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU here: the .cu probe is compiled and linked, not run";
+  VAE_REQUIRE_GPU();  // without a GPU the .cu probe is compiled and linked, not run
   const int n = 1000003;  // not a multiple of the block size
   const auto x = torch::randn({n});
   const auto gx = x.to(torch::kCUDA);

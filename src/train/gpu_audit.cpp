@@ -39,6 +39,8 @@ SyncDebugScope::~SyncDebugScope() {
 
 namespace {
 namespace prof = torch::profiler::impl;
+// A c10::Error's text goes on with a backtrace: its first line only.
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 const prof::ProfilerConfig& kineto_config() {
   static const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
   return config;
@@ -52,15 +54,30 @@ const std::set<prof::ActivityType>& gpu_activities() {
 bool GpuOpCounter::available(const torch::Device& device) { return device.is_cuda(); }
 
 void GpuOpCounter::start() {
-  torch::autograd::profiler::prepareProfiler(kineto_config(), gpu_activities());
-  torch::autograd::profiler::enableProfiler(kineto_config(), gpu_activities());
+  try {
+    torch::autograd::profiler::prepareProfiler(kineto_config(), gpu_activities());
+    torch::autograd::profiler::enableProfiler(kineto_config(), gpu_activities());
+    started_ = true;
+  } catch (const std::exception& e) {
+    error_ = first_line(e.what());
+  }
 }
 
 GpuOps GpuOpCounter::stop(int64_t steps) {
-  torch::cuda::synchronize();  // every counted operation has run
-  const auto result = torch::autograd::profiler::disableProfiler();
   GpuOps ops;
   ops.steps = steps;
+  if (!started_) {
+    ops.error = error_.empty() ? "the profiler did not start" : error_;
+    return ops;
+  }
+  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result;
+  try {
+    torch::cuda::synchronize();  // every counted operation has run
+    result = torch::autograd::profiler::disableProfiler();
+  } catch (const std::exception& e) {
+    ops.error = first_line(e.what());
+    return ops;
+  }
   for (const auto& e : result->events()) {
     if (e.deviceType() != c10::DeviceType::CUDA) continue;
     const auto kind = static_cast<libkineto::ActivityType>(e.activityType());
@@ -77,11 +94,12 @@ SyncDebugScope::SyncDebugScope(int, const torch::Device&) {}
 SyncDebugScope::~SyncDebugScope() = default;
 bool GpuOpCounter::available(const torch::Device&) { return false; }
 void GpuOpCounter::start() {}
-GpuOps GpuOpCounter::stop(int64_t steps) { return {0, 0, 0, steps}; }
+GpuOps GpuOpCounter::stop(int64_t steps) { return {0, 0, 0, steps, "a libtorch without CUDA"}; }
 
 #endif
 
 std::string GpuOps::describe() const {
+  if (!error.empty()) return "GPU operations not counted: " + error;
   const double n = static_cast<double>(std::max<int64_t>(1, steps));
   return fmt::format("{:.1f} GPU operations per step ({:.1f} kernels, {:.1f} copies, {:.1f} memsets), over {} steps",
                      static_cast<double>(kernels + copies + memsets) / n, static_cast<double>(kernels) / n,

@@ -34,6 +34,7 @@ class SyncDebugScope {
 struct GpuOps {
   int64_t kernels = 0, copies = 0, memsets = 0;  // over the counted steps
   int64_t steps = 0;
+  std::string error;  // why nothing was counted (the profiler failed to start, say); "" when counted
   std::string describe() const;  // "41.0 GPU operations per step (39.0 kernels, 2.0 copies, 0.0 memsets), over 10 steps"
 };
 
@@ -41,8 +42,14 @@ class GpuOpCounter {
  public:
   // True where counting works: a CUDA device, in a build with libtorch's CUDA profiler.
   static bool available(const torch::Device& device);
-  void start();              // before the first counted step
-  GpuOps stop(int64_t steps);  // after the last; `steps` counted
+  // Before the first counted step and after the last. A profiler that fails is reported in
+  // GpuOps::error, never thrown: counting must not end a training run.
+  void start();
+  GpuOps stop(int64_t steps);
+
+ private:
+  bool started_ = false;
+  std::string error_;
 };
 
 }  // namespace vae
