@@ -42,7 +42,7 @@ TEST(CudaProbeTest, GpusTheDriverListsAreUsable) {
 }
 
 TEST(CudaProbeTest, KernelFromNvccRunsOnTheGpu) {
-  VAE_REQUIRE_GPU();  // without a GPU the .cu probe is compiled and linked, not run
+  VAE_REQUIRE_GPU();      // without a GPU the .cu probe is compiled and linked, not run
   const int n = 1000003;  // not a multiple of the block size
   const auto x = torch::randn({n});
   const auto gx = x.to(torch::kCUDA);

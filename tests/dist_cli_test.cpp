@@ -142,8 +142,8 @@ TEST_F(DistCliTest, WorldMustMatchTheLauncher) {
 }
 
 TEST_F(DistCliTest, RanksWithDifferentFlagsAreStoppedAtStart) {
-  const std::string common = VAE_DDP_BINARY + std::string(" ") + testing::TrainDeviceFlags() + " --data-dir " + data_ + " --out-dir " +
-                             (tmp_ / "run") + " --train-limit 200 --epochs 1 --threads 1 ";
+  const std::string common = VAE_DDP_BINARY + std::string(" ") + testing::TrainDeviceFlags() + " --data-dir " + data_ +
+                             " --out-dir " + (tmp_ / "run") + " --train-limit 200 --epochs 1 --threads 1 ";
   const Result r = testing::run_command(
       std::string(VAE_DDP_MPIRUN) + " -q -np 1 " + common + "--latent-dim 20 : -np 1 " + common + "--latent-dim 10",
       tmp_.path());

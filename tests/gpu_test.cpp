@@ -88,8 +88,8 @@ TEST_F(GpuTest, Fp16OverflowOnOneRankSkipsTheSameStepEverywhereAndRecovers) {
   for (const int np : {0, 2}) {
     SCOPED_TRACE(np);
     const std::string dir = Dir("np" + std::to_string(np));
-    const Result r = Train(np, dir, flags + (np ? "--backend mpi" : ""), "VAE_DDP_TEST_FAULT=overflow:" +
-                                                                             std::to_string(np ? 1 : 0) + ":7");
+    const Result r = Train(np, dir, flags + (np ? "--backend mpi" : ""),
+                           "VAE_DDP_TEST_FAULT=overflow:" + std::to_string(np ? 1 : 0) + ":7");
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(testing::Count(r.out, "(1 fp16 steps skipped)"), 1) << r.out;  // epoch 1 only
     EXPECT_TRUE(std::isfinite(LastMetric(dir, "test_loss")));
@@ -100,8 +100,8 @@ TEST_F(GpuTest, Fp16OverflowOnOneRankSkipsTheSameStepEverywhereAndRecovers) {
 // (VAE_DDP_SYNC_DEBUG) makes any such wait fail the run, for the default flags and each
 // feature with a path of its own; such a run prints the GPU operations per step.
 TEST_F(GpuTest, NoHostSyncInsideAStep) {
-  for (const char* extra : {"", "--precision fp16", "--precision bf16", "--batch-norm", "--dropout 0.2",
-                            "--binarize dynamic"}) {
+  for (const char* extra :
+       {"", "--precision fp16", "--precision bf16", "--batch-norm", "--dropout 0.2", "--binarize dynamic"}) {
     SCOPED_TRACE(extra);
     const Result r = Train(0, Dir("sync"), epoch_ + "--device cuda " + extra, "VAE_DDP_SYNC_DEBUG=error");
     EXPECT_EQ(r.code, 0) << r.err;

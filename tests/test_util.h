@@ -106,8 +106,8 @@ inline int GpusListedByNvidiaSmi() {
         << "for this CUDA runtime, or a CPU-only libtorch?)";                                              \
   } while (0)
 // The same for a test written for either device, when its run is on CUDA.
-#define VAE_REQUIRE_TEST_DEVICE()                                   \
-  do {                                                              \
+#define VAE_REQUIRE_TEST_DEVICE()                                  \
+  do {                                                             \
     if (::vae::testing::TestDevice() == "cuda") VAE_REQUIRE_GPU(); \
   } while (0)
 

@@ -27,9 +27,10 @@ Fault parse_fault() {
   if (!text || !*text) return {};
   std::smatch m;
   const std::string s = text;
-  if (!std::regex_match(s, m, std::regex(R"((throw|stall|nan|signal|overflow|slowsave|commsetup|collstall):(\d+):(\d+))"))) {
-    throw UsageError(
-        fmt::format("VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|overflow|slowsave|commsetup|collstall:RANK:AT", s));
+  if (!std::regex_match(s, m,
+                        std::regex(R"((throw|stall|nan|signal|overflow|slowsave|commsetup|collstall):(\d+):(\d+))"))) {
+    throw UsageError(fmt::format(
+        "VAE_DDP_TEST_FAULT={}: expected throw|stall|nan|signal|overflow|slowsave|commsetup|collstall:RANK:AT", s));
   }
   return {m[1], std::stoi(m[2]), std::stoll(m[3])};
 }

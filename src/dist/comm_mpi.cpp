@@ -49,8 +49,8 @@ class MpiCommunicator : public Communicator {
     torch::Tensor host = staging_.to_host(t);
     {
       Watchdog::Scope watch(watchdog_, "MPI broadcast");
-      MPI_CHECK_WITH(watchdog_.fail, MPI_Bcast(host.data_ptr(), static_cast<int>(host.numel()), mpi_type(host), root,
-                                               MPI_COMM_WORLD));
+      MPI_CHECK_WITH(watchdog_.fail,
+                     MPI_Bcast(host.data_ptr(), static_cast<int>(host.numel()), mpi_type(host), root, MPI_COMM_WORLD));
     }
     HostStaging::from_host(t, host);
   }

@@ -109,7 +109,11 @@ class NcclCommunicator : public Communicator {
       // The GPU reaches the all-reduce and stops there: the stream waits on a host function
       // that never returns, as behind a peer that stopped answering.
       CUDA_CHECK(cudaLaunchHostFunc(
-          stream, [](void*) { for (;;) std::this_thread::sleep_for(std::chrono::hours(1)); }, nullptr));
+          stream,
+          [](void*) {
+            for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+          },
+          nullptr));
     }
     NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
                              stream));

@@ -8,11 +8,11 @@
 
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/fault_injection.h"
-#include "vae_ddp/train/gpu_audit.h"
 #include "vae_ddp/base/rng.h"
 #include "vae_ddp/base/stop_signal.h"
 #include "vae_ddp/model/loss.h"
 #include "vae_ddp/train/evaluate.h"
+#include "vae_ddp/train/gpu_audit.h"
 
 namespace vae {
 
@@ -119,7 +119,8 @@ void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
     if (record) *record = {batch.indices.clone(), batch.eps.clone(), beta_.item<double>(), r.loss.item<double>()};
     add_sums(acc, r, batch);
   }
-  if (fault == FaultAction::kOverflowGradients) flat_->grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
+  if (fault == FaultAction::kOverflowGradients)
+    flat_->grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
   reduce_gradients();
   update_parameters();
 }

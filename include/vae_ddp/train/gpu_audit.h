@@ -35,7 +35,8 @@ struct GpuOps {
   int64_t kernels = 0, copies = 0, memsets = 0;  // over the counted steps
   int64_t steps = 0;
   std::string error;  // why nothing was counted (the profiler failed to start, say); "" when counted
-  std::string describe() const;  // "41.0 GPU operations per step (39.0 kernels, 2.0 copies, 0.0 memsets), over 10 steps"
+  // "41.0 GPU operations per step (39.0 kernels, 2.0 copies, 0.0 memsets), over 10 steps"
+  std::string describe() const;
 };
 
 class GpuOpCounter {

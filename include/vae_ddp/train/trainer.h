@@ -114,11 +114,11 @@ class Trainer {
   KLSchedule schedule_;
   TrainProgress progress_;
   std::unique_ptr<BatchMaker> batches_;
-  StepChoice step_;        // forward and backward: autograd or a fast path
-  torch::Tensor beta_;     // [1] on the device: the current step's beta, rank 0's value
-  torch::Tensor skipped_;  // 0-dim on the device: fp16 steps skipped this epoch
+  StepChoice step_;                              // forward and backward: autograd or a fast path
+  torch::Tensor beta_;                           // [1] on the device: the current step's beta, rank 0's value
+  torch::Tensor skipped_;                        // 0-dim on the device: fp16 steps skipped this epoch
   int sync_debug_ = sync_debug_mode_from_env();  // VAE_DDP_SYNC_DEBUG (gpu_audit.h)
-  bool ops_counted_ = false;                       // --profile: GPU operations counted once
+  bool ops_counted_ = false;                     // GPU operations counted once a run
   std::unique_ptr<RunOutputs> outputs_;
 };
 
