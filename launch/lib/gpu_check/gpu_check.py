@@ -170,10 +170,24 @@ def reference_run(path):
             "seconds_per_epoch_median_from_2": median([e["seconds"] for e in later])}
 
 
+def last_json_line(path):
+    """The last line of `path` that parses as a JSON object ({} when none: warnings around it
+    are left out)."""
+    found = {}
+    if os.path.exists(path):
+        for line in open(path, errors="replace"):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    found = json.loads(line)
+                except ValueError:
+                    pass
+    return found
+
+
 def report(work, outdir):
     rep = {"commit": open(os.path.join(work, "COMMIT")).read().strip() if os.path.exists(os.path.join(work, "COMMIT")) else None}
-    facts = os.path.join(work, "torch_facts.json")
-    rep["inventory"] = json.load(open(facts)) if os.path.exists(facts) else {}
+    rep["inventory"] = last_json_line(os.path.join(work, "torch_facts.json"))
     for key in ("mode", "gpus_listed", "os", "started"):
         p = os.path.join(work, "meta." + key)
         if os.path.exists(p):
@@ -182,17 +196,20 @@ def report(work, outdir):
     if os.path.exists(os.path.join(work, "steps.tsv")):
         for line in open(os.path.join(work, "steps.tsv")):
             name, rc, seconds, kind, command = line.rstrip("\n").split("\t", 4)
-            step = {"name": name, "exit": int(rc), "seconds": float(seconds), "command": command,
+            step = {"name": name, "exit": int(rc), "seconds": float(seconds or 0), "command": command,
                     "status": "passed" if rc == "0" else ("timeout" if rc in ("124", "137") else "failed")}
-            if kind == "vae":
-                step.update(vae_run(os.path.join(work, "runs", name)))
-                prof = os.path.join(work, "runs", name, "profile.txt")
-                if os.path.exists(prof):
-                    step["profile"] = open(prof).read().strip().splitlines()
-            elif kind == "reference":
-                step.update(reference_run(os.path.join(work, "runs", name + ".jsonl")))
-            elif kind == "skipped":
-                step["status"] = "skipped"
+            try:
+                if kind == "vae":
+                    step.update(vae_run(os.path.join(work, "runs", name)))
+                    prof = os.path.join(work, "runs", name, "profile.txt")
+                    if os.path.exists(prof):
+                        step["profile"] = open(prof).read().strip().splitlines()
+                elif kind == "reference":
+                    step.update(reference_run(os.path.join(work, "runs", name + ".jsonl")))
+                elif kind == "skipped":
+                    step["status"] = "skipped"
+            except Exception as e:  # a figure that cannot be read is reported, never fatal
+                step["report_error"] = repr(e)
             steps.append(step)
     rep["steps"] = steps
     rep["tests"] = ctest_verdicts(os.path.join(outdir, "ctest.log"))
