@@ -19,8 +19,8 @@ class DistCliTest : public ::testing::Test {
   void SetUp() override { VAE_REQUIRE_TEST_DEVICE(); }
   // `vae_ddp args` on `np` ranks; np = 0 runs it without a launcher.
   Result Run(int np, const std::string& args, const std::string& env = "") {
-    std::string cmd = env + " " + (np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "");
-    return testing::run_command(cmd + VAE_DDP_BINARY + " " + testing::OnTestDevice(args), tmp_.path());
+    return testing::run_command(env + " " + testing::Launcher(np) + VAE_DDP_BINARY + " " + testing::OnTestDevice(args),
+                                tmp_.path());
   }
   // A small run: 1003 images in global batches of 100 (3 does not divide 100; the last
   // batch of 3 leaves rank 3 of 4 empty), linear KL warm-up so beta changes every step.

@@ -26,8 +26,7 @@ class FaultTest : public ::testing::Test {
            extra;
   }
   Result Train(int np, const std::string& out_dir, const std::string& extra, const std::string& env = "") {
-    const std::string launcher = np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "";
-    return testing::run_command(env + " " + launcher + VAE_DDP_BINARY + Args(out_dir, extra), tmp_.path());
+    return testing::run_command(env + " " + testing::Launcher(np) + VAE_DDP_BINARY + Args(out_dir, extra), tmp_.path());
   }
   static bool SameWeights(const std::string& a, const std::string& b) {
     const auto wa = testing::Weights(a), wb = testing::Weights(b);

@@ -20,9 +20,8 @@ class GpuTest : public ::testing::Test {
   void SetUp() override { VAE_REQUIRE_GPU(); }
   // `vae_ddp train` on `np` ranks (0: without a launcher), with `flags` (a device among them).
   Result Train(int np, const std::string& out_dir, const std::string& flags, const std::string& env = "") {
-    const std::string launcher = np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "";
-    return testing::run_command(env + " " + launcher + VAE_DDP_BINARY + " train --data-dir " + data_ + " --out-dir " +
-                                    out_dir + " --log-every 0 --sample-every 0 " + flags,
+    return testing::run_command(env + " " + testing::Launcher(np) + VAE_DDP_BINARY + " train --data-dir " + data_ +
+                                    " --out-dir " + out_dir + " --log-every 0 --sample-every 0 " + flags,
                                 tmp_.path());
   }
   Result Run(const std::string& args, const std::string& env = "") {

@@ -43,6 +43,14 @@ inline const char* BuiltOrEnv(const char* env, const char* built) {
 #ifdef VAE_DDP_MPIRUN_BUILT
 #define VAE_DDP_MPIRUN ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_MPIRUN", VAE_DDP_MPIRUN_BUILT)
 #endif
+#ifdef VAE_DDP_MPIRUN_BUILT
+namespace vae::testing {
+// What starts a command on `np` ranks ("mpirun ... -q -np NP "), or "" for np = 0 (no launcher).
+inline std::string Launcher(int np) {
+  return np > 0 ? std::string(VAE_DDP_MPIRUN) + " -q -np " + std::to_string(np) + " " : "";
+}
+}  // namespace vae::testing
+#endif
 #ifdef VAE_DDP_SOURCE_DIR_BUILT
 #define VAE_DDP_SOURCE_DIR ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_SOURCE_DIR", VAE_DDP_SOURCE_DIR_BUILT)
 #endif

@@ -63,7 +63,11 @@ FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at) {
     std::this_thread::sleep_for(std::chrono::seconds(30));
     return FaultAction::kNone;
   }
-  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // stall: a peer that stops answering
+  stall_forever();  // stall: a peer that stops answering
+}
+
+void stall_forever() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
 }
 
 }  // namespace vae

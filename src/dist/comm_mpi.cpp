@@ -3,9 +3,7 @@
 // checked and watched.
 #include "vae_ddp/dist/comm.h"
 
-#include <chrono>
 #include <limits>
-#include <thread>
 
 #include <fmt/format.h>
 
@@ -36,7 +34,7 @@ class MpiCommunicator : public Communicator {
     {
       Watchdog::Scope watch(watchdog_, "MPI all-reduce");
       if (maybe_inject_fault(FaultSite::kCollective, world_.rank, allreduces_++) == FaultAction::kStallCollective) {
-        for (;;) std::this_thread::sleep_for(std::chrono::hours(1));  // a rank that stops answering in the call
+        stall_forever();  // a rank that stops answering in the call
       }
       MPI_CHECK_WITH(watchdog_.fail, MPI_Allreduce(MPI_IN_PLACE, host.data_ptr(), static_cast<int>(host.numel()),
                                                    mpi_type(host), MPI_SUM, MPI_COMM_WORLD));

@@ -17,11 +17,9 @@
 #ifdef VAE_WITH_NCCL
 
 #include <atomic>
-#include <chrono>
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include <cuda_runtime.h>
@@ -109,11 +107,7 @@ class NcclCommunicator : public Communicator {
       // The GPU reaches the all-reduce and stops there: the stream waits on a host function
       // that never returns, as behind a peer that stopped answering.
       CUDA_CHECK(cudaLaunchHostFunc(
-          stream,
-          [](void*) {
-            for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
-          },
-          nullptr));
+          stream, [](void*) { stall_forever(); }, nullptr));
     }
     NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
                              stream));

@@ -24,7 +24,8 @@ enum Sum : int64_t { kObjective = 0, kBce = 1, kKld = 2, kImages = 3, kSums = 4 
 // On a GPU reading the control slots waits for the step to finish: the trainer reads them
 // every this many steps (and at an epoch's last step) there, every step on the CPU.
 constexpr int64_t kGpuSlotReadEvery = 16;
-// --profile on a GPU counts the GPU operations of steps kOpsFrom+1 .. kOpsFrom+kOpsSteps of an epoch.
+// --profile or VAE_DDP_SYNC_DEBUG on a GPU counts the GPU operations of steps
+// kOpsFrom+1 .. kOpsFrom+kOpsSteps of an epoch.
 constexpr int64_t kOpsFrom = 10, kOpsSteps = 10;
 
 torch::Tensor new_sums(torch::Device device) {

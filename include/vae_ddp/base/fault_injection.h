@@ -31,4 +31,7 @@ enum class FaultAction { kNone, kPoisonBatch, kOverflowGradients, kStallCollecti
 // UsageError naming the variable when it is malformed.
 FaultAction maybe_inject_fault(FaultSite site, int rank, int64_t at);
 
+// What a stalled rank does: sleeps, never to return (the `stall` and `collstall` kinds).
+[[noreturn]] void stall_forever();
+
 }  // namespace vae
