@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """vae_ddp against the PyTorch references on this machine, side by side.
 
-Runs vae_ddp (at each --ranks count and each --threads count; and, when build-torch2/ exists,
-its libtorch 2.11 build with one rank) and the references of bench/reference.py (the seed recipe and the tuned eager
+Runs vae_ddp (at each --ranks count and each --threads count; and, when build-pytorch/ exists,
+its libtorch 2.11 build with one rank) and the references of tests/oracle/reference.py (the seed recipe and the tuned eager
 loop on Debian's PyTorch 1.13; the tuned loop eager and under torch.compile on PyTorch 2.11
-from .venv-torch2), alternating them (A B C A B C ...) for --reps repetitions, then prints one
+from .venv-pytorch), alternating them (A B C A B C ...) for --reps repetitions, then prints one
 table:
 seconds per epoch (median, min, max over every epoch but each run's first), images/s, the
 test loss each reached after --epochs epochs, time ratios against each reference, the
@@ -28,15 +28,15 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"  # Debian's, with python3-torch 1.13
-TORCH2_PY = os.path.join(ROOT, ".venv-torch2", "bin", "python")
+PYTORCH_PY = os.path.join(ROOT, ".venv-pytorch", "bin", "python")
 
 # reference name -> (python, style, torch.compile mode or None, table label)
 REFERENCES = {
     "tuned": (PY, "tuned", None, "PyTorch 1.13 tuned eager"),
     "seed": (PY, "seed", None, "PyTorch 1.13 seed recipe (fp32)"),
-    "tuned2": (TORCH2_PY, "tuned", None, "PyTorch 2.11 tuned eager"),
-    "compile2": (TORCH2_PY, "tuned", "default", "PyTorch 2.11 torch.compile"),
-    "compile2-max": (TORCH2_PY, "tuned", "max-autotune-no-cudagraphs",
+    "tuned2": (PYTORCH_PY, "tuned", None, "PyTorch 2.11 tuned eager"),
+    "compile2": (PYTORCH_PY, "tuned", "default", "PyTorch 2.11 torch.compile"),
+    "compile2-max": (PYTORCH_PY, "tuned", "max-autotune-no-cudagraphs",
                      "PyTorch 2.11 torch.compile max-autotune-no-cudagraphs"),
 }
 
@@ -67,7 +67,7 @@ def run_vae_ddp(args, ranks, threads, tmp, build_dir):
 def run_reference(args, name):
     python, style, compile_mode, _ = REFERENCES[name]
     precision = "fp32" if style == "seed" else args.precision  # the seed recipe as its users run it
-    cmd = [python, os.path.join(ROOT, "bench", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
+    cmd = [python, os.path.join(ROOT, "tests", "oracle", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
            "--threads", str(args.threads[0]), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
            "--precision", precision] + (["--compile", compile_mode] if compile_mode else [])
     lines = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
@@ -115,10 +115,10 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--references", default="tuned,seed,tuned2,compile2,compile2-max",
                     help="which references to run: " + ", ".join(REFERENCES) + " (the 2.11 ones only where "
-                    ".venv-torch2 exists), or none")
+                    ".venv-pytorch exists), or none")
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "data", "mnist"))
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--torch2-build-dir", default=os.path.join(ROOT, "build-torch2"),
+    ap.add_argument("--pytorch-build-dir", "--torch2-build-dir", default=os.path.join(ROOT, "build-pytorch"),
                     help="vae_ddp built against libtorch 2.11, run with one rank when its binary exists")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -126,18 +126,18 @@ def main():
     args.threads = [int(t) for t in args.threads.split(",")]
     refs = [r for r in args.references.split(",") if r in REFERENCES and os.path.exists(REFERENCES[r][0])]
     images = 60000
-    torch2 = os.path.exists(os.path.join(args.torch2_build_dir, "vae_ddp"))
+    pytorch_build = os.path.exists(os.path.join(args.pytorch_build_dir, "vae_ddp"))
 
     # vae_ddp programs are named "vae_ddp x<ranks> t<threads>".
     mine = ["vae_ddp x%d t%d" % (r, t) for t in args.threads for r in ranks]
-    programs = mine + (["vae_ddp-2.11 x1 t%d" % args.threads[0]] if torch2 else []) + refs
+    programs = mine + (["vae_ddp-2.11 x1 t%d" % args.threads[0]] if pytorch_build else []) + refs
     results = {p: [] for p in programs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             for p in programs:
                 print("[bench] rep %d/%d: %s" % (rep + 1, args.reps, p), file=sys.stderr, flush=True)
                 if p.startswith("vae_ddp"):
-                    build = args.torch2_build_dir if p.startswith("vae_ddp-2.11") else args.build_dir
+                    build = args.pytorch_build_dir if p.startswith("vae_ddp-2.11") else args.build_dir
                     r, t = layout(p)
                     results[p].append(run_vae_ddp(args, r, t, tmp, build))
                 else:

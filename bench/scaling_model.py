@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""An alpha-beta model of data-parallel scaling for vae_ddp, as in BENCHMARKS.md.
+"""An alpha-beta model of data-parallel scaling for vae_ddp, as in docs/BENCHMARKS.md.
 
 Each step computes on B/p images per rank, then all-reduces one fp32 gradient buffer of
 n bytes with a ring: T_ar(p) = 2(p-1) alpha + 2 (p-1)/p * n / bw. vae_ddp does not overlap

@@ -15,8 +15,8 @@
 #include <torch/torch.h>
 
 #include "bench_args.h"
-#include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/data_parallel.h"
 #include "vae_ddp/train/cpu_gemm.h"
 #include "vae_ddp/train/cpu_step.h"
 #include "vae_ddp/train/flat_adam.h"

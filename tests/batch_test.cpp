@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 namespace vae {
 namespace {

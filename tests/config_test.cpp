@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "vae_ddp/app/cli.h"
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/model/model.h"
 
 namespace vae {
 namespace {
@@ -105,16 +106,6 @@ TEST_F(ConfigTest, VariantOptionsAreValidated) {
   EXPECT_THROW(validate(c), UsageError);  // --download fetches MNIST only
 }
 
-TEST_F(ConfigTest, ArchitectureComparison) {
-  Config a, b;
-  EXPECT_TRUE(same_architecture(a, b));
-  b.lr = 0.1;
-  EXPECT_TRUE(same_architecture(a, b));
-  b.latent_dim = 2;
-  EXPECT_FALSE(same_architecture(a, b));
-  EXPECT_EQ(describe_architecture(b), "784-400-2");
-}
-
 // Found by tests/fuzz/config_fuzz: a YAML complex key ("? ...") used to escape as a
 // yaml-cpp exception (exit 1) instead of a one-line usage error.
 TEST(ConfigYamlTest, ComplexKeyIsAUsageError) {
@@ -148,10 +139,19 @@ TEST(ConfigRecipesTest, EveryShippedRecipeIsValid) {
   const Config iwae = load_yaml_file(dir + "/iwae-paper.yaml", Config{});
   EXPECT_EQ(describe_architecture(iwae), "784-200-200-50 tanh");
   EXPECT_EQ(name_of(iwae.binarize), "dynamic");
-  const Config seed4 = load_yaml_file(dir + "/seed-004-adamw-256-kl-linear.yaml", Config{});
-  EXPECT_EQ(name_of(seed4.optimizer), "adamw");
-  EXPECT_EQ(seed4.epochs, 50);
-  EXPECT_EQ(load_yaml_file(dir + "/seed-latent-2.yaml", Config{}).latent_dim, 2);
+  const Config annealed = load_yaml_file(dir + "/adamw-784-256-20-kl-linear.yaml", Config{});
+  EXPECT_EQ(name_of(annealed.optimizer), "adamw");
+  EXPECT_EQ(annealed.epochs, 50);
+  EXPECT_EQ(load_yaml_file(dir + "/latent-2d-pictures.yaml", Config{}).latent_dim, 2);
+}
+
+// The recipes' old names (seed-*.yaml) still load, for one release, as the renamed files.
+TEST(ConfigRecipesTest, OldNamesStillLoad) {
+  const std::string dir = std::string(VAE_DDP_DATA_DIR) + "/../../configs";
+  EXPECT_EQ(recipe_path(dir + "/seed-latent-2.yaml"), dir + "/latent-2d-pictures.yaml");
+  EXPECT_EQ(recipe_path(dir + "/seed-004-adamw-256-kl-linear.yaml"), dir + "/adamw-784-256-20-kl-linear.yaml");
+  EXPECT_EQ(recipe_path(dir + "/default.yaml"), dir + "/default.yaml");
+  EXPECT_EQ(recipe_path(dir + "/no-such.yaml"), dir + "/no-such.yaml");  // load_yaml_file then names it
 }
 
 TEST_F(ConfigTest, Bf16OnTheCpuNeedsNativeBf16) {
@@ -170,26 +170,27 @@ TEST_F(ConfigTest, Bf16OnTheCpuNeedsNativeBf16) {
 }  // namespace
 }  // namespace vae
 
-// The README's option table is option_table_markdown()'s output, between two markers:
-// each option's description is written once, in config_fields(). To bring the README up
-// to date: VAE_UPDATE_README=1 build/tests/config_test --gtest_filter='*OptionTable*'
-TEST(ReadmeTest, OptionTableIsMadeFromTheFields) {
-  const std::string begin = "<!-- option table: made from config_fields() by tests/config_test -->\n";
+// docs/options.md's option table is option_table_markdown()'s output, between two markers:
+// each option's description is written once, in config_fields.inc. To bring the page up to
+// date: VAE_UPDATE_OPTIONS_PAGE=1 build/tests/config_test --gtest_filter='*OptionTable*'
+TEST(OptionsPageTest, OptionTableIsMadeFromTheFields) {
+  const std::string begin = "<!-- option table: made from config_fields.inc by tests/config_test -->\n";
   const std::string end = "<!-- end of option table -->";
-  std::ifstream in(VAE_DDP_README);
-  ASSERT_TRUE(in) << VAE_DDP_README;
+  std::ifstream in(VAE_DDP_OPTIONS_PAGE);
+  ASSERT_TRUE(in) << VAE_DDP_OPTIONS_PAGE;
   std::stringstream text;
   text << in.rdbuf();
-  std::string readme = text.str();
-  const size_t from = readme.find(begin), to = readme.find(end);
-  ASSERT_NE(from, std::string::npos) << "README.md lacks the marker " << begin;
-  ASSERT_NE(to, std::string::npos) << "README.md lacks the marker " << end;
+  std::string page = text.str();
+  const size_t from = page.find(begin), to = page.find(end);
+  ASSERT_NE(from, std::string::npos) << VAE_DDP_OPTIONS_PAGE << " lacks the marker " << begin;
+  ASSERT_NE(to, std::string::npos) << VAE_DDP_OPTIONS_PAGE << " lacks the marker " << end;
   const size_t start = from + begin.size();
   const std::string table = vae::option_table_markdown();
-  if (std::getenv("VAE_UPDATE_README")) {
-    std::ofstream(VAE_DDP_README) << readme.replace(start, to - start, table);
-    GTEST_SKIP() << "rewrote README.md's option table";
+  if (std::getenv("VAE_UPDATE_OPTIONS_PAGE")) {
+    std::ofstream(VAE_DDP_OPTIONS_PAGE) << page.replace(start, to - start, table);
+    GTEST_SKIP() << "rewrote " << VAE_DDP_OPTIONS_PAGE << "'s option table";
   }
-  EXPECT_EQ(readme.substr(start, to - start), table)
-      << "README.md's option table differs from the options' descriptions: rerun this test with VAE_UPDATE_README=1";
+  EXPECT_EQ(page.substr(start, to - start), table)
+      << VAE_DDP_OPTIONS_PAGE << "'s option table differs from the options' descriptions: rerun this test with "
+      << "VAE_UPDATE_OPTIONS_PAGE=1";
 }

@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 #include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/cpu_gemm.h"
 

@@ -1,6 +1,6 @@
 // The data-parallel building blocks, in one process: shards, the flat gradient buffer,
 // the replica checksum, loss scaling and autocast.
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 #include <regex>
 #include <set>
@@ -9,9 +9,9 @@
 
 #include "test_util.h"
 #include "vae_ddp/base/errors.h"
-#include "vae_ddp/dist/comm.h"
-#include "vae_ddp/dist/host_staging.h"
 #include "vae_ddp/model/loss.h"
+#include "vae_ddp/parallel/comm.h"
+#include "vae_ddp/parallel/host_staging.h"
 #include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/trainer.h"
 

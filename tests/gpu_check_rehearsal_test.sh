@@ -28,7 +28,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/vae-gpu-rehearsal.XXXXXX")"
 t0=$(date +%s)
 
 say "launch/gpu-check --pack"
-VAE_TORCH2_BUILD_DIR="$build" "$src/launch/gpu-check" --pack "$work/pack" 2>&1 | tail -4 || fail "--pack"
+VAE_PYTORCH_BUILD_DIR="$build" "$src/launch/gpu-check" --pack "$work/pack" 2>&1 | tail -4 || fail "--pack"
 [ -x "$work/pack/run" ] && [ -f "$work/pack/payload.tar.xz" ] || fail "--pack wrote no run and payload"
 size=$(du -cb "$work/pack"/* | tail -1 | cut -f1)
 [ "$size" -le $((45 * 1048576)) ] || fail "the pack is $size bytes, over 45 MiB"

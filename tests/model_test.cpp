@@ -5,6 +5,16 @@
 namespace vae {
 namespace {
 
+TEST(ModelTest, ArchitectureComparison) {
+  Config a, b;
+  EXPECT_TRUE(same_architecture(a, b));
+  b.lr = 0.1;
+  EXPECT_TRUE(same_architecture(a, b));
+  b.latent_dim = 2;
+  EXPECT_FALSE(same_architecture(a, b));
+  EXPECT_EQ(describe_architecture(b), "784-400-2");
+}
+
 TEST(ModelTest, ShapesFollowTheArchitecture) {
   VAE model(std::vector<int64_t>{512, 256}, 32);
   auto out = model->forward(torch::rand({5, kImagePixels}), torch::randn({5, 32}));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# vae_ddp against Python PyTorch (bench/reference.py) with the same libtorch as the build:
-# $VAE_PYTHON (tests/CMakeLists.txt: .venv-torch2's python for the 2.11 build, else Debian's
+# vae_ddp against Python PyTorch (tests/oracle/reference.py) with the same libtorch as the build:
+# $VAE_PYTHON (tests/CMakeLists.txt: .venv-pytorch's python for the 2.11 build, else Debian's
 # python3 with python3-torch 1.13). Skipped (exit 77) when it cannot import torch.
 #   pytorch_check.sh parity BINARY SOURCE_DIR DATA_DIR [vae_ddp flags...]
 #       vae_ddp writes 20 steps (weights, batches, noise, beta, loss); PyTorch replays them
@@ -22,11 +22,11 @@ trap 'rm -rf "$OUT"' EXIT
 case "$MODE" in
   parity)
     "$BIN" trace --device cpu --out "$OUT" --steps 20 --data-dir "$DATA" --threads 1 "$@"
-    "$PY" "$SRC/bench/reference.py" parity "$OUT" --tolerance 1e-4 | tail -1 ;;
+    "$PY" "$SRC/tests/oracle/reference.py" parity "$OUT" --tolerance 1e-4 | tail -1 ;;
   export)
     "$BIN" --device cpu --data-dir "$DATA" --out-dir "$OUT/run" --train-limit 1000 --epochs 1 --log-every 0 --sample-every 0 \
       --threads 1 "$@" >/dev/null
     "$BIN" export --checkpoint "$OUT/run/checkpoints/last.pt" --out "$OUT/weights.pt" --data-dir "$DATA"
-    "$PY" "$SRC/bench/reference.py" check-export "$OUT/weights.pt" --data-dir "$DATA" ;;
+    "$PY" "$SRC/tests/oracle/reference.py" check-export "$OUT/weights.pt" --data-dir "$DATA" ;;
   *) echo "usage: pytorch_check.sh parity|export BINARY SOURCE_DIR DATA_DIR [flags...]" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ import sys
 try:
     from tensorboard.backend.event_processing import event_accumulator as ea
 except ImportError as e:  # pragma: no cover
-    print(f"skipped: {e} (pip install tensorboard; launch/setup puts it in .venv-torch2)")
+    print(f"skipped: {e} (pip install tensorboard; launch/setup puts it in .venv-pytorch)")
     sys.exit(77)
 
 EPOCH_COLUMNS = ("train_loss", "test_loss", "train_bce", "train_kld", "test_bce", "test_kld", "beta")

@@ -7,7 +7,7 @@ set -euo pipefail
 BIN=$1 SRC=$2 DATA=$3 PY=$4
 CHECK=$SRC/tests/tensorboard_package_check.py
 "$PY" -c "import tensorboard" 2>/dev/null || {
-  echo "skipped: $PY has no tensorboard package (pip install tensorboard; launch/setup with VAE_TORCH2=1 installs it)"
+  echo "skipped: $PY has no tensorboard package (pip install tensorboard; launch/setup with VAE_PYTORCH=1 installs it)"
   exit 77
 }
 echo "tensorboard $("$PY" -c 'import tensorboard; print(tensorboard.__version__)') ($PY)"

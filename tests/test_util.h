@@ -18,8 +18,8 @@
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/data/mnist.h"
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/comm.h"
 #include "vae_ddp/train/checkpoint.h"
 
 namespace vae::testing {
@@ -54,8 +54,8 @@ inline std::string Launcher(int np) {
 #ifdef VAE_DDP_SOURCE_DIR_BUILT
 #define VAE_DDP_SOURCE_DIR ::vae::testing::BuiltOrEnv("VAE_DDP_TEST_SOURCE_DIR", VAE_DDP_SOURCE_DIR_BUILT)
 #endif
-#ifdef VAE_DDP_README_BUILT
-#define VAE_DDP_README VAE_DDP_README_BUILT
+#ifdef VAE_DDP_OPTIONS_PAGE_BUILT
+#define VAE_DDP_OPTIONS_PAGE VAE_DDP_OPTIONS_PAGE_BUILT
 #endif
 
 namespace vae::testing {

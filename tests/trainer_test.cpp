@@ -1,5 +1,5 @@
 #include "vae_ddp/train/trainer.h"
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 #include <gtest/gtest.h>
 

@@ -1,12 +1,10 @@
 # MNIST into $DATA_DIR from the first source that works, md5-checked (sourced by launch/setup).
 
-MNIST_MD5="6bbc9ace898e44ae57da46a324031adb  train-images-idx3-ubyte
-a25bea736e30d166cdddb491f175f624  train-labels-idx1-ubyte
-2646ac647ad5339dbf082846283269ea  t10k-images-idx3-ubyte
-27ae3e4e09519cfbb04c329615203637  t10k-labels-idx1-ubyte"
-
-MNIST_FILES=(train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte)
-MNIST_MIRRORS=(https://ossci-datasets.s3.amazonaws.com/mnist/ https://storage.googleapis.com/cvdf-datasets/mnist/)
+# The md5s and mirrors, from the one list the C++ embeds too (src/data/mnist_sources.txt).
+MNIST_SOURCES="$ROOT/src/data/mnist_sources.txt"
+MNIST_MD5="$(awk '$1 == "md5" && $2 == "mnist" { print $4 "  " $3 }' "$MNIST_SOURCES")"
+mapfile -t MNIST_FILES < <(awk '$1 == "md5" && $2 == "mnist" { print $3 }' "$MNIST_SOURCES")
+mapfile -t MNIST_MIRRORS < <(awk '$1 == "mirror" { print $2 }' "$MNIST_SOURCES")
 
 mnist_ok() { (cd "$DATA_DIR" && echo "$MNIST_MD5" | md5sum --check --status 2>/dev/null); }
 

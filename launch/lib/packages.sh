@@ -4,7 +4,7 @@
 # What a target brings itself (a compiler, CMake, ninja): installed here, never downloaded.
 TOOLCHAIN_PACKAGES=(g++ cmake ninja-build)
 
-# Debian's CPU libtorch (BLAS through OpenBLAS, or it falls back to netlib, 10x slower).
+# Debian's CPU libtorch (BLAS through OpenBLAS; without it, the much slower netlib reference BLAS).
 TORCH_PACKAGES=(libtorch-dev libopenblas0-openmp)
 
 # What building, testing and running vae_ddp needs beyond a libtorch and a toolchain.
@@ -24,7 +24,7 @@ FEATURE_PACKAGES=(
 )
 
 # Only this machine's extras: Fashion-MNIST, the parity test's PyTorch (same libtorch), the
-# venv of PyTorch 2.11 from PyPI (VAE_TORCH2=1).
+# venv of PyTorch 2.11 from PyPI (VAE_PYTORCH=1).
 HOST_PACKAGES=(dataset-fashion-mnist python3-torch python3-venv)
 
 # Only the test suite: a real Slurm (tests/slurm), clang for the libFuzzer targets

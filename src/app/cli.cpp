@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -17,10 +18,41 @@
 #include "vae_ddp/base/cpu_info.h"
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/logging.h"
-#include "vae_ddp/dist/world.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/world.h"
 
 namespace vae {
+
+namespace {
+
+// The recipes in configs/ that were renamed (their old names read like RNG seeds): the old
+// name still loads, with a warning, until the next release.
+const std::pair<const char*, const char*> kRenamedRecipes[] = {
+    {"seed-001-784-400-20.yaml", "classic-784-400-20.yaml"},
+    {"seed-001-784-512-256-32-beta.yaml", "beta-vae-784-512-256-32.yaml"},
+    {"seed-004-adamw-256-kl-linear.yaml", "adamw-784-256-20-kl-linear.yaml"},
+    {"seed-grids-15-epochs.yaml", "classic-grids-every-epoch.yaml"},
+    {"seed-latent-2.yaml", "latent-2d-pictures.yaml"},
+};
+
+}  // namespace
+
+std::string recipe_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::exists(path)) return path;
+  const fs::path given(path);
+  for (const auto& [old_name, new_name] : kRenamedRecipes) {
+    const fs::path renamed = given.parent_path() / new_name;
+    if (given.filename() == old_name && fs::exists(renamed)) {
+      if (launcher_rank() == 0) {
+        print_warning(fmt::format("--config {}: this recipe is now {}; the old name is read until the next release",
+                                  path, renamed.string()));
+      }
+      return renamed.string();
+    }
+  }
+  return path;
+}
 
 namespace {
 
@@ -31,8 +63,8 @@ constexpr const char* kUsage =
     "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S] [--label D]\n"
     "  vae_ddp latent-map  --checkpoint PATH [--out FILE.png] [--data-dir DIR]\n"
     "  vae_ddp manifold    --checkpoint PATH [--out FILE.png] [--side 20] [--label D]   (latent dim 2)\n"
-    "  vae_ddp interpolate --checkpoint PATH [--out FILE.png] [--pairs 8] [--steps 10] [--data-dir DIR]\n"
-    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for bench/reference.py parity)\n"
+    "  vae_ddp interpolate --checkpoint PATH [--out FILE.png] [--pairs 8] [--points 10] [--data-dir DIR]\n"
+    "  vae_ddp trace  --out DIR [--steps 20] [train options]  (for tests/oracle/reference.py parity)\n"
     "  vae_ddp export --checkpoint PATH --out FILE.pt [--data-dir DIR]  (weights for Python torch.load)\n"
     "  vae_ddp inspect --checkpoint PATH  (progress and every tensor's SHA-256, as JSON)\n";
 
@@ -95,7 +127,7 @@ void add_train_options(cxxopts::Options& opts) {
 // The Config of parsed training options, validated (before MPI or NCCL start).
 Config train_config(const cxxopts::ParseResult& r) {
   Config c;
-  if (auto file = text(r, "config")) c = load_yaml_file(*file, c);
+  if (auto file = text(r, "config")) c = load_yaml_file(recipe_path(*file), c);
   for (const auto& f : config_fields()) {
     if (auto v = text(r, f.name)) field_from_string(c, f, *v, std::string("--") + f.name);
   }
@@ -123,7 +155,8 @@ struct TraceOptions {
 
 std::optional<TraceOptions> parse_trace(int argc, char** argv) {
   TraceOptions o;
-  cxxopts::Options opts("vae_ddp trace", "Record the first steps of epoch 1 for bench/reference.py's parity check.");
+  cxxopts::Options opts("vae_ddp trace",
+                        "Record the first steps of epoch 1 for tests/oracle/reference.py's parity check.");
   opts.add_options()("out", "directory for trace.json and the .npy files", text_value())(
       "steps", fmt::format("steps to record (default: {})", o.steps), text_value());
   add_train_options(opts);
@@ -241,8 +274,9 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
       "side", "manifold: images per side (default: 20)", text_value())(
       "label", "manifold of a conditional model: the class drawn (default: 0)", text_value())(
       "pairs", "interpolate: pairs of test images, one row each (default: 8)", text_value())(
-      "steps", "interpolate: decoded points between them (default: 10)", text_value())("device", "auto | cpu | cuda",
-                                                                                       text_value());
+      "points", "interpolate: decoded points between them (default: 10)", text_value())(
+      "steps", "interpolate: the old name of --points, read until the next release", text_value())(
+      "device", "auto | cpu | cuda", text_value());
   const auto parsed = parse_or_help(opts, argc, argv);
   if (!parsed) return std::nullopt;
   const auto& r = *parsed;
@@ -252,11 +286,15 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
   if (auto v = text(r, "side")) o.side = parse_int(*v, "--side");
   if (auto v = text(r, "label")) o.label = parse_label(*v);
   if (auto v = text(r, "pairs")) o.pairs = parse_int(*v, "--pairs");
-  if (auto v = text(r, "steps")) o.steps = parse_int(*v, "--steps");
+  if (auto v = text(r, "steps")) {
+    print_warning(kind + " --steps: now --points (the old name is read until the next release)");
+    o.points = parse_int(*v, "--steps");
+  }
+  if (auto v = text(r, "points")) o.points = parse_int(*v, "--points");
   if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, kind.c_str());
   for (const auto& [value, flag] :
-       std::vector<std::pair<int64_t, std::string>>{{o.side, "side"}, {o.pairs, "pairs"}, {o.steps, "steps"}}) {
+       std::vector<std::pair<int64_t, std::string>>{{o.side, "side"}, {o.pairs, "pairs"}, {o.points, "points"}}) {
     if (value <= 0) throw UsageError(fmt::format("--{} must be positive, got {}", flag, value));
   }
   return o;

@@ -19,10 +19,10 @@
 #include "vae_ddp/base/stop_signal.h"
 #include "vae_ddp/data/download.h"
 #include "vae_ddp/data/mnist.h"
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/io/files.h"
 #include "vae_ddp/io/json.h"
 #include "vae_ddp/io/npy.h"
+#include "vae_ddp/parallel/comm.h"
 #include "vae_ddp/train/checkpoint.h"
 #include "vae_ddp/train/evaluate.h"
 #include "vae_ddp/train/trainer.h"
@@ -226,7 +226,7 @@ int picture_command(const PictureOptions& o) {
     if (o.kind == "latent-map") {
       write_latent_map(model, test, class_names(trained.dataset), o.out);
     } else {
-      write_interpolations(model, test, o.out, o.pairs, o.steps);
+      write_interpolations(model, test, o.out, o.pairs, o.points);
     }
   }
   fmt::print("wrote {} ({} of {}, epoch {})\n", o.out, o.kind, o.checkpoint, ckpt.progress().epoch);

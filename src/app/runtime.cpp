@@ -41,7 +41,7 @@ torch::Device resolve_device(DeviceKind device, int local_rank, Backend backend)
   if (!cuda_usable()) {
     throw UsageError(device == DeviceKind::kCuda
                          ? "--device cuda: no usable GPU (this libtorch has no CUDA, or no GPU is visible); "
-                           "use --device cpu, or build against a CUDA libtorch (README: CUDA build)"
+                           "use --device cpu, or build against a CUDA libtorch (docs/building.md)"
                          : "--device auto: VAE_DDP_TEST_AUTO_DEVICE=cuda makes auto pick CUDA, as on a GPU box; "
                            "a test that means the CPU passes --device cpu");
   }

@@ -8,7 +8,6 @@
 #include <utility>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include "vae_ddp/base/errors.h"
@@ -17,80 +16,10 @@ namespace vae {
 
 namespace {
 
-// Each option's one description (Markdown): --help and the README's option table print it.
 const Field kFields[] = {
-    {"dataset", &Config::dataset,
-     "`mnist` or `fashion-mnist` (Debian's `dataset-fashion-mnist`, same format, 10 classes)"},
-    {"data-dir", &Config::data_dir,
-     "the four IDX files, raw or `.gz`; empty = the dataset's usual place: `data/mnist` (filled by `./launch/setup`) "
-     "or `/usr/share/datasets/fashion-mnist`"},
-    {"download", &Config::download,
-     "fetch missing files from the public MNIST mirrors (needs internet; MNIST only, `--dataset fashion-mnist` with it "
-     "is an error)"},
-    {"verify-md5", &Config::verify_md5, "check the files against the canonical MNIST md5"},
-    {"train-limit", &Config::train_limit, "train on the first N images only (0 = all)"},
-    {"binarize", &Config::binarize,
-     "`none`: pixels are intensities in [0, 1]; `dynamic`: each pixel is resampled as Bernoulli(intensity) every time "
-     "an image is used (the literature's dynamically binarized MNIST, where BCE is a true likelihood); test images get "
-     "one fixed binarization per image, from the seed, and `eval` uses it when the checkpoint was trained so"},
-    {"out-dir", &Config::out_dir, "where every output goes"},
-    {"log-every", &Config::log_every,
-     "a progress line every N steps when stdout is not a terminal (on a terminal, a live bar)"},
-    {"sample-every", &Config::sample_every, "PNG grids every N epochs (and after the last)"},
-    {"checkpoint-every", &Config::checkpoint_every, "keep `epoch_NNN.pt` every N epochs"},
-    {"keep-checkpoints", &Config::keep_checkpoints, "keep the newest K `epoch_NNN.pt` (0 = all)"},
-    {"resume", &Config::resume,
-     "`auto`: continue from `<out-dir>/checkpoints/last.pt` if it exists (or, if it is damaged, the newest good "
-     "`epoch_NNN.pt`); `none`: start afresh; or a checkpoint path"},
-    {"requeue", &Config::requeue,
-     "under Slurm, `scontrol requeue` the job after a stop-signal checkpoint (see Running on a cluster)"},
-    {"hidden-dims", &Config::hidden_dims, "encoder widths, comma list (`512,256`); the decoder mirrors them"},
-    {"latent-dim", &Config::latent_dim, "size of z"},
-    {"activation", &Config::activation, "`relu`, `leaky_relu` (slope 0.01) or `tanh`, after every hidden layer"},
-    {"batch-norm", &Config::batch_norm,
-     "BatchNorm after each hidden Linear (statistics of the global batch; see Model variants)"},
-    {"dropout", &Config::dropout, "dropout probability after each hidden activation, training only"},
-    {"conditional", &Config::conditional,
-     "conditional VAE: the one-hot label is appended to the encoder's and the decoder's input"},
-    {"recon-loss", &Config::recon_loss,
-     "`bce` (Bernoulli decoder) or `mse` (squared error of sigmoid(logits), summed over pixels)"},
-    {"epochs", &Config::epochs, "train through this epoch"},
-    {"batch-size", &Config::batch_size, "the **global** batch: images per optimizer step, all ranks together"},
-    {"lr", &Config::lr, "learning rate"},
-    {"optimizer", &Config::optimizer, "`adam` or `adamw`"},
-    {"weight-decay", &Config::weight_decay,
-     "`adam`: L2 term added to the gradient; `adamw`: decoupled decay (as `torch.optim.AdamW`)"},
-    {"grad-clip", &Config::grad_clip,
-     "clip the global gradient norm (after the all-reduce) to this, as `clip_grad_norm_` (0 = off)"},
-    {"seed", &Config::seed, "initialisation, shuffling, noise and evaluation all derive from it"},
-    {"beta", &Config::beta, "weight of the KL term"},
-    {"kl-schedule", &Config::kl_schedule,
-     "`constant`, `linear` (β ramps from 0 over `--kl-warmup-epochs`) or `cyclical` (`--kl-cycles` ramps, each over "
-     "`--kl-ramp` of its cycle; Fu et al. 2019)"},
-    {"kl-warmup-epochs", &Config::kl_warmup_epochs, "`linear`: epochs over which β ramps from 0"},
-    {"kl-cycles", &Config::kl_cycles, "`cyclical`: ramps over the whole run"},
-    {"kl-ramp", &Config::kl_ramp, "`cyclical`: fraction of each cycle spent ramping"},
-    {"threads", &Config::threads, "intra-op threads (0 = cores / local ranks)"},
-    {"world", &Config::world,
-     "number of processes (0 = what the launcher started, 1 without one); when given it must match: `--world 4` "
-     "without `mpirun -np 4` is an error that says how to launch"},
-    {"device", &Config::device,
-     "`auto` (CUDA if this libtorch has it and a GPU is visible), `cpu`, `cuda`; rank r uses GPU `local_rank`, "
-     "or the one GPU a per-task binding (`CUDA_VISIBLE_DEVICES`) leaves it"},
-    {"precision", &Config::precision,
-     "`fp32`, `bf16` (CUDA, and CPUs with native bf16: AVX512-BF16 or AMX; refused on other CPUs, where it is no "
-     "faster than fp32, and about 50x slower through autograd), `fp16` (CUDA only, with dynamic loss scaling): "
-     "autocast around forward and loss (on the CPU fast path, bf16 GEMMs instead); weights and Adam state stay "
-     "fp32"},
-    {"backend", &Config::backend,
-     "gradient all-reduce: `nccl` (CUDA, one GPU per rank) or `mpi` (CPU tensors; CUDA ones through pinned host "
-     "memory, so ranks can share a GPU); `auto` picks nccl on CUDA, mpi on CPU"},
-    {"comm-timeout", &Config::comm_timeout,
-     "seconds a collective may wait before the job is ended (a peer died or hangs)"},
-    {"profile", &Config::profile,
-     "print per epoch where the step time goes: data, forward, backward, all-reduce, optimizer"},
-    {"cpu-fast-path", &Config::cpu_fast_path,
-     "CPU fp32: the hand-written step on oneDNN (see Speed); `=false` uses libtorch autograd"},
+#define VAE_FIELD(type, member, value, flag, help) {flag, &Config::member, help},
+#include "vae_ddp/base/config_fields.inc"
+#undef VAE_FIELD
 };
 
 }  // namespace
@@ -296,8 +225,8 @@ void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu) {
           "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32 (or bf16 on a CPU with native bf16)");
   require(c.precision != Precision::kBF16 || cpu.native_bf16,
           fmt::format("--precision bf16: this CPU ({}) has no native bf16 (AVX512-BF16 or AMX), so bf16 would be "
-                      "no faster than fp32 here (emulated), and about 50x slower for a model that trains through "
-                      "autograd; use --precision fp32 (the default)",
+                      "no faster than fp32 here (emulated), and far slower for a model that trains through autograd; "
+                      "use --precision fp32 (the default)",
                       describe_cpu(cpu)));
   require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
@@ -368,24 +297,6 @@ bool operator==(const Config& a, const Config& b) {
     if (field_to_string(a, f) != field_to_string(b, f)) return false;
   }
   return true;
-}
-
-bool same_architecture(const Config& a, const Config& b) {
-  return a.hidden_dims == b.hidden_dims && a.latent_dim == b.latent_dim && a.activation == b.activation &&
-         a.batch_norm == b.batch_norm && a.conditional == b.conditional;
-}
-
-std::string describe_architecture(const Config& c) {
-  std::string text = fmt::format("784-{}-{}", fmt::join(c.hidden_dims, "-"), c.latent_dim);
-  if (c.activation != Config{}.activation) text += " " + name_of(c.activation);
-  if (c.batch_norm) text += " batchnorm";
-  if (c.conditional) text += " conditional";
-  return text;
-}
-
-std::string resolved_data_dir(const Config& c) {
-  if (!c.data_dir.empty()) return c.data_dir;
-  return c.dataset == DatasetKind::kFashionMnist ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
 }
 
 }  // namespace vae

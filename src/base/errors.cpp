@@ -14,6 +14,11 @@ std::string error_line(const std::exception& e) {
 
 int exit_code_for(const std::exception& e) { return dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitRuntime; }
 
+void print_warning(const std::string& line) {
+  std::fprintf(stderr, "vae_ddp: warning: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
 void print_error(const std::string& line, int rank) {
   if (rank > 0) {
     std::fprintf(stderr, "vae_ddp: error: [rank %d] %s\n", rank, line.c_str());

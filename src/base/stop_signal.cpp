@@ -40,8 +40,6 @@ const char* stop_signal_name() {
   }
 }
 
-void reset_stop_request() { g_signal.store(0); }
-
 std::string requeue_slurm_job() {
   const char* job = std::getenv("SLURM_JOB_ID");
   if (!job || !*job) return "not under Slurm: not requeued";

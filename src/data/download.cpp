@@ -21,11 +21,6 @@ namespace vae {
 
 namespace {
 
-const char* const kMirrors[] = {
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-};
-
 size_t write_to_file(char* data, size_t size, size_t count, void* file) {
   return std::fwrite(data, size, count, static_cast<FILE*>(file)) * size;
 }
@@ -66,8 +61,8 @@ void download_mnist(const std::string& dir) {
       const std::string target = dir + "/" + name + ".gz";
       if (std::filesystem::exists(dir + "/" + name) || std::filesystem::exists(target)) continue;
       std::string error;
-      for (const char* mirror : kMirrors) {
-        const std::string url = std::string(mirror) + name + ".gz";
+      for (const std::string& mirror : mnist_mirrors()) {
+        const std::string url = mirror + name + ".gz";
         spdlog::info("downloading {}", url);
         error = fetch(url, target + ".part");
         if (error.empty()) break;

@@ -4,6 +4,8 @@
 
 #include <array>
 #include <cstring>
+#include <map>
+#include <sstream>
 #include <vector>
 
 #include <fmt/format.h>
@@ -16,6 +18,33 @@
 namespace vae {
 
 namespace {
+
+// src/data/mnist_sources.txt, embedded by the build (CMakeLists.txt): the md5s and mirrors
+// that launch/lib/mnist.sh reads too.
+constexpr const char* kSourcesText =
+#include "mnist_sources.inc"
+    ;
+
+struct Sources {
+  std::map<std::string, std::string> md5;  // "mnist train-images-idx3-ubyte" -> md5
+  std::vector<std::string> mirrors;
+};
+
+const Sources& sources() {
+  static const Sources parsed = [] {
+    Sources s;
+    std::istringstream in(kSourcesText);
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream words(line.substr(0, line.find('#')));
+      std::string kind, a, b, c;
+      words >> kind >> a >> b >> c;
+      if (kind == "md5") s.md5[a + " " + b] = c;
+      if (kind == "mirror") s.mirrors.push_back(a);
+    }
+    return s;
+  }();
+  return parsed;
+}
 
 bool is_file(const std::string& path) {
   struct stat st {};
@@ -150,16 +179,22 @@ std::vector<std::string> class_names(DatasetKind dataset) {
 }
 
 std::string dataset_md5(DatasetKind dataset, Split split, bool labels) {
-  if (dataset == DatasetKind::kFashionMnist) {
-    if (split == Split::kTrain) return labels ? "9018921c3c673c538a1fc5bad174d6f9" : "f4a8712d7a061bf5bd6d2ca38dc4d50a";
-    return labels ? "15d484375f8d13e6eb1aabb0c3f46965" : "8181f5470baa50b63fa0f6fddb340f0a";
-  }
-  if (split == Split::kTrain) return labels ? "a25bea736e30d166cdddb491f175f624" : "6bbc9ace898e44ae57da46a324031adb";
-  return labels ? "27ae3e4e09519cfbb04c329615203637" : "2646ac647ad5339dbf082846283269ea";
+  const std::string key = name_of(dataset) + " " + mnist_file_name(split, labels);
+  const auto& md5 = sources().md5;
+  const auto it = md5.find(key);
+  if (it == md5.end()) throw std::logic_error("src/data/mnist_sources.txt has no md5 for " + key);
+  return it->second;
 }
+
+const std::vector<std::string>& mnist_mirrors() { return sources().mirrors; }
 
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit) {
   return load_dataset(DatasetKind::kMnist, dir, split, verify_md5, limit);
+}
+
+std::string resolved_data_dir(const Config& c) {
+  if (!c.data_dir.empty()) return c.data_dir;
+  return c.dataset == DatasetKind::kFashionMnist ? "/usr/share/datasets/fashion-mnist" : "data/mnist";
 }
 
 Dataset load_dataset(const Config& c, Split split) {

@@ -1,5 +1,8 @@
 #include "vae_ddp/model/model.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "vae_ddp/base/rng.h"
 
 namespace vae {
@@ -193,6 +196,19 @@ std::vector<torch::Tensor> dropout_masks(const std::vector<int64_t>& widths, dou
   std::vector<torch::Tensor> masks;
   for (const auto& keep : dropout_keep(widths, p, rows, seed, epoch, step)) masks.push_back(dropout_mask(keep, p));
   return masks;
+}
+
+bool same_architecture(const Config& a, const Config& b) {
+  return a.hidden_dims == b.hidden_dims && a.latent_dim == b.latent_dim && a.activation == b.activation &&
+         a.batch_norm == b.batch_norm && a.conditional == b.conditional;
+}
+
+std::string describe_architecture(const Config& c) {
+  std::string text = fmt::format("{}-{}-{}", kImagePixels, fmt::join(c.hidden_dims, "-"), c.latent_dim);
+  if (c.activation != Config{}.activation) text += " " + name_of(c.activation);
+  if (c.batch_norm) text += " batchnorm";
+  if (c.conditional) text += " conditional";
+  return text;
 }
 
 }  // namespace vae

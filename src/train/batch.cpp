@@ -1,7 +1,7 @@
 #include "vae_ddp/train/batch.h"
 
 #include "vae_ddp/base/rng.h"
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 namespace vae {
 

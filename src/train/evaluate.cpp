@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "vae_ddp/base/rng.h"
-#include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/loss.h"
+#include "vae_ddp/parallel/data_parallel.h"
 #include "vae_ddp/train/batch.h"  // to_device_async
 
 namespace vae {

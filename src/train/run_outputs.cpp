@@ -6,6 +6,7 @@
 #include "vae_ddp/base/fault_injection.h"
 #include "vae_ddp/base/rng.h"
 #include "vae_ddp/io/files.h"
+#include "vae_ddp/train/trainer.h"  // EpochStats
 #include "vae_ddp/viz/images.h"
 #include "vae_ddp/viz/pictures.h"
 #include "vae_ddp/viz/plots.h"

@@ -1,11 +1,12 @@
-// The three subcommands. Each returns an exit code and throws UsageError for user errors.
+// The subcommands (cli.cpp lists them: train, eval, sample, latent-map, manifold, interpolate,
+// trace, export, inspect). Each returns an exit code and throws UsageError for user errors.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "vae_ddp/base/config.h"
-#include "vae_ddp/dist/world.h"
+#include "vae_ddp/parallel/world.h"
 
 namespace vae {
 
@@ -46,14 +47,14 @@ struct PictureOptions {
   int64_t side = 20;       // manifold: images per side
   int64_t label = 0;       // manifold of a conditional model: the class drawn
   int64_t pairs = 8;       // interpolate: rows
-  int64_t steps = 10;      // interpolate: decoded points per row
+  int64_t points = 10;     // interpolate: decoded points per row
   DeviceKind device = Config{}.device;
 };
 int picture_command(const PictureOptions& options);
 
 // `vae_ddp export --checkpoint X --out FILE.pt`: the model's weights as a state dict that
 // Python's torch.load reads (torch::pickle_save), with the parameter names of
-// bench/reference.py's TunedVAE; next to it FILE.check.npy holds the logits of
+// tests/oracle/reference.py's TunedVAE; next to it FILE.check.npy holds the logits of
 // decode(mu) for the first 8 test images, to check a Python reimplementation against.
 int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir);
 
@@ -66,7 +67,7 @@ int inspect_command(const std::string& checkpoint);
 // `vae_ddp trace --out DIR [--steps 20] [train options]`: one process runs the first
 // `steps` steps of epoch 1 and writes, as NumPy files, the initial weights and each step's
 // batch indices and noise, with trace.json holding each step's beta and loss. The PyTorch
-// reference (bench/reference.py parity DIR) replays them for the parity test.
+// reference (tests/oracle/reference.py parity DIR) replays them for the parity test.
 int trace_command(const Config& config, int64_t steps, const std::string& out_dir);
 
 }  // namespace vae

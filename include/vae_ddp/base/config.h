@@ -1,6 +1,6 @@
-// The one training configuration. Every default is written here, once: the CLI
-// parser, the YAML reader and writer, the help text and the README's option table all
-// take it from Config{}.
+// The one training configuration. Every option is written once, in config_fields.inc (its
+// type, default, flag and meaning): the CLI parser, the YAML reader and writer, --help and
+// docs/options.md all take it from there.
 #pragma once
 
 #include <array>
@@ -83,55 +83,11 @@ E parse_choice(const std::string& text, const std::string& where) {
   throw UsageError(where + " must be one of " + list + ", got '" + text + "'");
 }
 
-// What each field means is written once, in config_fields() (config.cpp): the text that
-// `vae_ddp --help` prints and the README's option table is made from.
+// The options, each with its default and its meaning, are listed in config_fields.inc.
 struct Config {
-  // --- data ---
-  DatasetKind dataset = DatasetKind::kMnist;
-  std::string data_dir = "";
-  bool download = false;
-  bool verify_md5 = true;
-  int64_t train_limit = 0;
-  Binarize binarize = Binarize::kNone;
-  // --- outputs ---
-  std::string out_dir = "runs/mnist-vae";
-  int64_t log_every = 100;
-  int64_t sample_every = 1;
-  int64_t checkpoint_every = 1;
-  int64_t keep_checkpoints = 3;
-  std::string resume = "auto";
-  bool requeue = true;
-  // --- model ---
-  std::vector<int64_t> hidden_dims = {400};
-  int64_t latent_dim = 20;
-  Activation activation = Activation::kRelu;
-  bool batch_norm = false;
-  double dropout = 0;
-  bool conditional = false;
-  ReconLoss recon_loss = ReconLoss::kBce;
-  // --- optimisation ---
-  int64_t epochs = 10;
-  int64_t batch_size = 128;
-  double lr = 1e-3;
-  Optimizer optimizer = Optimizer::kAdam;
-  double weight_decay = 0;
-  double grad_clip = 0;
-  int64_t seed = 1;
-  // --- KL weight ---
-  double beta = 1.0;
-  KLScheduleKind kl_schedule = KLScheduleKind::kConstant;
-  double kl_warmup_epochs = 5;
-  int64_t kl_cycles = 4;
-  double kl_ramp = 0.5;
-  // --- execution ---
-  int64_t threads = 0;
-  int64_t world = 0;
-  DeviceKind device = DeviceKind::kAuto;
-  Precision precision = Precision::kFP32;
-  Backend backend = Backend::kAuto;
-  int64_t comm_timeout = 600;
-  bool profile = false;
-  bool cpu_fast_path = true;
+#define VAE_FIELD(type, member, value, flag, help) type member = value;
+#include "vae_ddp/base/config_fields.inc"
+#undef VAE_FIELD
 };
 
 // One entry per Config field, in declaration order. `name` is the flag spelling
@@ -143,8 +99,8 @@ using FieldRef = std::variant<std::string Config::*, int64_t Config::*, double C
 struct Field {
   const char* name;
   FieldRef member;
-  // What the option means, in Markdown (`literals` in backticks): the README's option
-  // table shows it as written, --help without the marks.
+  // What the option means, in Markdown (`literals` in backticks): docs/options.md shows it
+  // as written, --help without the marks.
   const char* help;
 };
 const std::vector<Field>& config_fields();
@@ -177,11 +133,5 @@ Config load_yaml_string(const std::string& text, const std::string& origin, Conf
 std::string to_yaml(const Config& c);
 
 bool operator==(const Config& a, const Config& b);
-// True when two configs build models with the same parameter shapes.
-bool same_architecture(const Config& a, const Config& b);
-std::string describe_architecture(const Config& c);  // "784-400-20", "784-200-200-50 tanh"
-// Where the dataset's files are read from: --data-dir, or when it is empty the dataset's
-// usual place (data/mnist, which ./launch/setup fills; Debian's dataset-fashion-mnist).
-std::string resolved_data_dir(const Config& c);
 
 }  // namespace vae

@@ -1,8 +1,7 @@
 // What this CPU can do, where a choice depends on it: its name and widest vector ISA (the
 // start-up table and ./launch/bench print them) and whether it does bf16 arithmetic
-// natively (AVX512-BF16 or AMX-BF16). Without either, bf16 math is emulated in fp32 and
-// libtorch's bf16 autocast ran 50x slower than fp32 (48.7 s against 0.91 s per 20k-image
-// epoch on an AVX2-only AMD EPYC).
+// natively (AVX512-BF16 or AMX-BF16). Without either, bf16 math is emulated in fp32: no
+// faster than fp32 on the fast path, and far slower through libtorch's bf16 autocast.
 #pragma once
 
 #include <string>

@@ -24,5 +24,8 @@ int exit_code_for(const std::exception& e);
 // Prints "vae_ddp: error: <line>" to stderr, with "[rank N] " before the line when
 // rank > 0, and flushes.
 void print_error(const std::string& line, int rank = 0);
+// Prints "vae_ddp: warning: <line>" to stderr (before logging is set up: a flag or file
+// that is still read under an old name).
+void print_warning(const std::string& line);
 
 }  // namespace vae

@@ -13,8 +13,6 @@ void install_stop_handlers();
 bool stop_requested();
 // The signal's name ("SIGUSR1", ...), or "" if none arrived.
 const char* stop_signal_name();
-// For tests: clears the flag.
-void reset_stop_request();
 
 // Under Slurm (SLURM_JOB_ID set) asks Slurm to requeue this job (`scontrol requeue`).
 // Returns a one-line description of what happened, for the log.

@@ -38,6 +38,9 @@ std::vector<std::string> class_names(DatasetKind dataset);
 
 // The md5 of the uncompressed canonical file of `dataset` (mnist | fashion-mnist).
 std::string dataset_md5(DatasetKind dataset, Split split, bool labels);
+// The mirrors that serve MNIST's files as <mirror><name>.gz, in the order to try them.
+const std::vector<std::string>& mnist_mirrors();
+// (Both from src/data/mnist_sources.txt, the one list launch/setup reads too.)
 
 // Dynamic binarization (--binarize dynamic): each pixel becomes 1 with probability equal
 // to its intensity. `binarize_batch` draws for all rows [rows, 784] from one generator
@@ -55,6 +58,9 @@ torch::Tensor binarize_images(const torch::Tensor& images, const torch::Tensor& 
 Dataset load_mnist(const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
 // The same for `dataset` (mnist | fashion-mnist: the same file names and format).
 Dataset load_dataset(DatasetKind dataset, const std::string& dir, Split split, bool verify_md5, int64_t limit = 0);
+// Where the dataset's files are read from: --data-dir, or when it is empty the dataset's
+// usual place (data/mnist, which ./launch/setup fills; Debian's dataset-fashion-mnist).
+std::string resolved_data_dir(const Config& c);
 // The configured dataset from resolved_data_dir(c); --train-limit applies to the train split.
 Dataset load_dataset(const Config& c, Split split);
 

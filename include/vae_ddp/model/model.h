@@ -120,6 +120,10 @@ class EvalMode {
   torch::NoGradGuard no_grad_;
 };
 
+// True when two configs build models with the same parameter shapes.
+bool same_architecture(const Config& a, const Config& b);
+std::string describe_architecture(const Config& c);  // "784-400-20", "784-200-200-50 tanh"
+
 // z = mu + exp(logvar / 2) * eps; all [B, latent].
 torch::Tensor reparameterize(const torch::Tensor& mu, const torch::Tensor& logvar, const torch::Tensor& eps);
 

@@ -1,7 +1,7 @@
 // One rank's share of a global training batch, and everything drawn for it: the one place
 // the world-size-invariance rule lives. Every draw (the epoch's order, the noise, the
 // dropout masks, dynamic binarization) is made for the whole global batch from (seed,
-// epoch, step), then sharded (dist/data_parallel.h), so an image gets the same draws at
+// epoch, step), then sharded (parallel/data_parallel.h), so an image gets the same draws at
 // any world size.
 #pragma once
 
@@ -12,8 +12,8 @@
 
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/data/mnist.h"
-#include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 namespace vae {
 

@@ -6,8 +6,8 @@
 #include <torch/torch.h>
 
 #include "vae_ddp/data/mnist.h"
-#include "vae_ddp/dist/comm.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/comm.h"
 
 namespace vae {
 

@@ -1,5 +1,5 @@
 // Adam over parameters, gradients and moments that each live in one flat buffer
-// (the first two owned by FlatParameters, dist/data_parallel.h), so a
+// (the first two owned by FlatParameters, parallel/data_parallel.h), so a
 // step is one fused pass (CPU: one OpenMP SIMD loop) or a handful of whole-buffer ops
 // (other devices) instead of about ten ops per parameter tensor. The math is
 // torch::optim::Adam's (no amsgrad), with weight decay as an L2 term added to the gradient

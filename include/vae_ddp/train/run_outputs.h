@@ -22,15 +22,7 @@
 
 namespace vae {
 
-// One epoch of training, summed over every rank.
-struct EpochStats {
-  double loss = 0, bce = 0, kld = 0;  // per image over all ranks; loss = bce + beta_step * kld averaged
-  double beta = 0;                    // beta of the epoch's last step
-  int64_t images = 0;                 // images of the whole epoch, all ranks together
-  int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
-  double seconds = 0;
-  bool stopped = false;  // a stop signal ended the epoch early (see TrainProgress)
-};
+struct EpochStats;  // trainer.h: one epoch of training, what end_epoch reports
 
 // Per image, over the images since the last log line, all ranks.
 struct StepLosses {

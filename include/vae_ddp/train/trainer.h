@@ -1,5 +1,5 @@
 // The training loop: each step is batch (batch.h) -> forward/backward (step.h) -> one
-// all-reduce (dist/data_parallel.h) -> update (flat_adam.h); each epoch ends with the
+// all-reduce (parallel/data_parallel.h) -> update (flat_adam.h); each epoch ends with the
 // evaluation and rank 0's outputs (run_outputs.h).
 #pragma once
 
@@ -13,9 +13,9 @@
 #include "vae_ddp/base/fault_injection.h"
 #include "vae_ddp/base/profiler.h"
 #include "vae_ddp/data/mnist.h"
-#include "vae_ddp/dist/comm.h"
-#include "vae_ddp/dist/data_parallel.h"
 #include "vae_ddp/model/model.h"
+#include "vae_ddp/parallel/comm.h"
+#include "vae_ddp/parallel/data_parallel.h"
 #include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/batch.h"
 #include "vae_ddp/train/checkpoint.h"
@@ -26,6 +26,16 @@
 #include "vae_ddp/train/step.h"
 
 namespace vae {
+
+// One epoch of training, summed over every rank.
+struct EpochStats {
+  double loss = 0, bce = 0, kld = 0;  // per image over all ranks; loss = bce + beta_step * kld averaged
+  double beta = 0;                    // beta of the epoch's last step
+  int64_t images = 0;                 // images of the whole epoch, all ranks together
+  int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
+  double seconds = 0;
+  bool stopped = false;  // a stop signal ended the epoch early (see TrainProgress)
+};
 
 // How run() ended.
 enum class RunEnd { kFinished, kStopped };

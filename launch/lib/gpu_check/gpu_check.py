@@ -147,7 +147,7 @@ def csv_rows(path):
 
 
 def reference_run(path):
-    """Figures of one bench/reference.py run: its JSON lines."""
+    """Figures of one tests/oracle/reference.py run: its JSON lines."""
     if not os.path.exists(path):
         return {"error": "no output"}
     epochs, test = [], None

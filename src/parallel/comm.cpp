@@ -1,4 +1,4 @@
-#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/parallel/comm.h"
 
 #include <fmt/format.h>
 
@@ -31,7 +31,7 @@ std::unique_ptr<Communicator> make_communicator(const World& w, Backend backend,
     if (!built_with_nccl()) {
       throw UsageError(
           "--backend nccl: this vae_ddp was built without NCCL (configure with the CUDA toolkit "
-          "or NCCL_ROOT; README: CUDA build)");
+          "or NCCL_ROOT; docs/building.md)");
     }
     return make_nccl_communicator(w, device, timeout);
   }

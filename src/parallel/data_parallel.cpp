@@ -1,4 +1,4 @@
-#include "vae_ddp/dist/data_parallel.h"
+#include "vae_ddp/parallel/data_parallel.h"
 
 #include <fmt/format.h>
 

@@ -16,7 +16,7 @@
 
 #include "vae_ddp/base/config.h"  // Backend
 #include "vae_ddp/base/reducer.h"
-#include "vae_ddp/dist/world.h"
+#include "vae_ddp/parallel/world.h"
 
 namespace vae {
 

@@ -1,4 +1,4 @@
-#include "vae_ddp/dist/world.h"
+#include "vae_ddp/parallel/world.h"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #ifdef VAE_WITH_MPI
-#include "vae_ddp/dist/mpi_check.h"
+#include "vae_ddp/parallel/mpi_check.h"
 #endif
 
 #include "vae_ddp/base/errors.h"

@@ -1,4 +1,4 @@
-#include "vae_ddp/dist/host_staging.h"
+#include "vae_ddp/parallel/host_staging.h"
 
 namespace vae {
 

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""PyTorch reference implementations of vae_ddp's model, loss and optimizer, for benchmarks
+"""The test oracle: PyTorch reference implementations of vae_ddp's model, loss and optimizer, for benchmarks
 and the parity test. Runs under Debian's python3-torch 1.13 (the same libtorch as the
-default build) and under PyTorch 2.11 from PyPI (.venv-torch2, the same libtorch as the
-torch2 build).
+default build) and under PyTorch 2.11 from PyPI (.venv-pytorch, the same libtorch as the
+pytorch build).
 
   reference.py train  --style seed|tuned [--epochs N] [--threads T] [--precision fp32|bf16] ...
       One JSON line per epoch on stdout: {"epoch", "seconds" (training only), "train_loss"},

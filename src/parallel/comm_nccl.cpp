@@ -9,7 +9,7 @@
 //
 // Only the CUDA runtime and NCCL headers are used here, not ATen's CUDA headers, so
 // this file compiles and links against the CUDA toolkit even when libtorch is CPU-only.
-#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/parallel/comm.h"
 
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/fault_injection.h"
@@ -30,7 +30,7 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
-#include "vae_ddp/dist/watchdog.h"
+#include "vae_ddp/parallel/watchdog.h"
 
 namespace vae {
 

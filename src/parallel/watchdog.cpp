@@ -1,4 +1,4 @@
-#include "vae_ddp/dist/watchdog.h"
+#include "vae_ddp/parallel/watchdog.h"
 
 #include <fmt/format.h>
 

@@ -10,8 +10,8 @@
 
 #include <torch/torch.h>
 
-#include "vae_ddp/dist/comm.h"
-#include "vae_ddp/dist/world.h"
+#include "vae_ddp/parallel/comm.h"
+#include "vae_ddp/parallel/world.h"
 
 namespace vae {
 

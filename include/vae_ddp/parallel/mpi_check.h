@@ -10,7 +10,7 @@
 
 namespace vae {
 
-// "MPI_Bcast(...) failed at src/dist/comm_mpi.cpp:40: <MPI's error string>"
+// "MPI_Bcast(...) failed at src/parallel/comm_mpi.cpp:40: <MPI's error string>"
 std::string mpi_error_message(const char* call, int rc, const char* file, int line);
 // Prints `message` with this process's host and rank, then MPI_Abort.
 [[noreturn]] void mpi_failure(const std::string& message);

@@ -11,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "vae_ddp/dist/world.h"
+#include "vae_ddp/parallel/world.h"
 
 namespace vae {
 

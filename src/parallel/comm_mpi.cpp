@@ -1,7 +1,7 @@
 // MPI backend: MPI_Allreduce in place on CPU tensors; CUDA (several ranks sharing a GPU)
 // and non-contiguous tensors go through host staging (host_staging.h). Every call is
 // checked and watched.
-#include "vae_ddp/dist/comm.h"
+#include "vae_ddp/parallel/comm.h"
 
 #include <limits>
 
@@ -9,11 +9,11 @@
 
 #include "vae_ddp/base/errors.h"
 #include "vae_ddp/base/fault_injection.h"
-#include "vae_ddp/dist/host_staging.h"
-#include "vae_ddp/dist/watchdog.h"
+#include "vae_ddp/parallel/host_staging.h"
+#include "vae_ddp/parallel/watchdog.h"
 
 #ifdef VAE_WITH_MPI
-#include "vae_ddp/dist/mpi_check.h"
+#include "vae_ddp/parallel/mpi_check.h"
 
 namespace vae {
 
