@@ -19,7 +19,7 @@ namespace vae {
 
 namespace {
 
-// src/data/mnist_sources.txt, embedded by the build (CMakeLists.txt): the md5s and mirrors
+// src/data/mnist_sources.txt, embedded by the build (cmake/mnist_sources.cmake): the md5s and mirrors
 // that launch/lib/mnist.sh reads too.
 constexpr const char* kSourcesText =
 #include "mnist_sources.inc"
