@@ -20,6 +20,7 @@
 #include "vae_ddp/base/logging.h"
 #include "vae_ddp/model/model.h"
 #include "vae_ddp/parallel/world.h"
+#include "vae_ddp/train/step.h"
 
 namespace vae {
 
@@ -122,19 +123,30 @@ void add_train_options(cxxopts::Options& opts) {
                        fmt::format("{} ({}default: {})", plain_text(f.help), one_of, field_to_string(defaults, f)),
                        text_value(is_switch));
   }
+  for (const auto& o : old_options()) {
+    opts.add_options()(o.name, fmt::format("the old name: now {} (read until the next release)", plain_text(o.now)),
+                       text_value(/*is_switch=*/true));
+  }
 }
 
 // The Config of parsed training options, validated (before MPI or NCCL start).
 Config train_config(const cxxopts::ParseResult& r) {
   Config c;
-  if (auto file = text(r, "config")) c = load_yaml_file(recipe_path(*file), c);
+  if (auto file = text(r, "config")) c = load_yaml_file(recipe_path(*file), c, /*warn_old_keys=*/launcher_rank() == 0);
+  for (const auto& o : old_options()) {  // before the fields: a new flag given too wins
+    if (auto v = text(r, o.name)) {
+      if (launcher_rank() == 0) print_warning(fmt::format("--{}: now {}; the old flag is read until the next release", o.name, plain_text(o.now)));
+      o.apply(c, *v, std::string("--") + o.name);
+    }
+  }
   for (const auto& f : config_fields()) {
     if (auto v = text(r, f.name)) field_from_string(c, f, *v, std::string("--") + f.name);
   }
   validate(c);
   // Checked from the device type `auto` resolves to.
-  validate_for_device(c, c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && auto_picks_cuda()),
-                      cpu_info());
+  const bool cuda = c.device == DeviceKind::kCuda || (c.device == DeviceKind::kAuto && auto_picks_cuda());
+  validate_for_device(c, cuda, cpu_info());
+  plan_step(c, cuda);  // an explicit --step that does not cover the model is a usage error
   return c;
 }
 

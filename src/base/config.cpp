@@ -29,13 +29,18 @@ const std::vector<Field>& config_fields() {
   return fields;
 }
 
-std::string yaml_key(const Field& f) {
-  std::string key = f.name;
-  for (char& ch : key) {
+namespace {
+
+std::string underscored(std::string name) {
+  for (char& ch : name) {
     if (ch == '-') ch = '_';
   }
-  return key;
+  return name;
 }
+
+}  // namespace
+
+std::string yaml_key(const Field& f) { return underscored(f.name); }
 
 namespace {
 
@@ -231,7 +236,17 @@ void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu) {
   require(c.backend != Backend::kNccl, "--backend nccl: NCCL reduces CUDA tensors; on CPU use --backend mpi (or auto)");
 }
 
-Config load_yaml_string(const std::string& text, const std::string& origin, Config base) {
+const std::vector<OldOption>& old_options() {
+  static const std::vector<OldOption> old = {
+      {"cpu-fast-path", "--step (`--cpu-fast-path=false` is `--step autograd`, `true` is `--step auto`)",
+       [](Config& c, const std::string& text, const std::string& where) {
+         c.step = parse_bool(text, where) ? StepKind::kAuto : StepKind::kAutograd;
+       }},
+  };
+  return old;
+}
+
+Config load_yaml_string(const std::string& text, const std::string& origin, Config base, bool warn_old_keys) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -245,9 +260,19 @@ Config load_yaml_string(const std::string& text, const std::string& origin, Conf
     if (!kv.first.IsScalar()) throw UsageError(fmt::format("{}: every key must be a plain option name", origin));
     const std::string key = kv.first.Scalar();
     auto it = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return yaml_key(f) == key; });
-    if (it == fields.end()) throw UsageError(fmt::format("{}: unknown key '{}'", origin, key));
+    const auto& old = old_options();
+    auto was = std::find_if(old.begin(), old.end(), [&](const OldOption& o) { return underscored(o.name) == key; });
+    if (it == fields.end() && was == old.end()) throw UsageError(fmt::format("{}: unknown key '{}'", origin, key));
     const std::string where = fmt::format("{}: key '{}'", origin, key);
     const YAML::Node& value = kv.second;
+    if (it == fields.end()) {
+      if (!value.IsScalar()) throw UsageError(fmt::format("{}: expected a value", where));
+      if (warn_old_keys) {
+        print_warning(fmt::format("{}: now {}; the old key is read until the next release", where, was->now));
+      }
+      was->apply(base, value.Scalar(), where);
+      continue;
+    }
     std::string text;
     if (value.IsScalar()) {
       text = value.Scalar();
@@ -264,12 +289,12 @@ Config load_yaml_string(const std::string& text, const std::string& origin, Conf
   return base;
 }
 
-Config load_yaml_file(const std::string& path, Config base) {
+Config load_yaml_file(const std::string& path, Config base, bool warn_old_keys) {
   std::ifstream in(path);
   if (!in) throw UsageError(fmt::format("--config {}: cannot read the file", path));
   std::stringstream buf;
   buf << in.rdbuf();
-  return load_yaml_string(buf.str(), path, std::move(base));
+  return load_yaml_string(buf.str(), path, std::move(base), warn_old_keys);
 }
 
 std::string to_yaml(const Config& c) {

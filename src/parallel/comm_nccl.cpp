@@ -114,6 +114,20 @@ class NcclCommunicator : public Communicator {
     track(stream, start, "NCCL all-reduce");
   }
 
+  void allreduce_sum_captured(torch::Tensor& t) override {
+    check_tensor(t);
+    NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t), ncclSum, comm_,
+                             compute_stream(device_)));
+  }
+
+  void watch_begin() override { watched_start_ = record(compute_stream(device_)); }
+
+  void watch_end(const char* what) override {
+    if (watched_start_ == nullptr) return;
+    track(compute_stream(device_), watched_start_, what);
+    watched_start_ = nullptr;
+  }
+
   void broadcast(torch::Tensor& t, int root) override {
     check_tensor(t);
     const cudaStream_t stream = compute_stream(device_);
@@ -214,6 +228,7 @@ class NcclCommunicator : public Communicator {
   }
 
   int device_;
+  cudaEvent_t watched_start_ = nullptr;  // watch_begin's event, until watch_end
   int64_t allreduces_ = 0;
   ncclComm_t comm_ = nullptr;
   std::atomic<bool> ready_{false};

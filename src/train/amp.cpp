@@ -80,6 +80,27 @@ torch::Tensor LossScaler::unscale_and_update(torch::Tensor& grads) {
   return found.to(torch::kFloat32);
 }
 
+void LossScaler::unscale_and_update_in_place(const torch::Tensor& grads, torch::Tensor& found,
+                                             torch::Tensor& inv_scale) {
+  if (!enabled_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  found.zero_();
+  at::reciprocal_out(inv_scale, scale_);
+  at::_amp_foreach_non_finite_check_and_unscale_({grads}, found, inv_scale);
+  at::_amp_update_scale_(scale_, growth_tracker_, found, growth_factor_, backoff_factor_, growth_interval_);
+#else
+  (void)grads;
+  (void)found;
+  (void)inv_scale;
+  TORCH_CHECK(false, "LossScaler::unscale_and_update_in_place: needs libtorch 2.4 or later");
+#endif
+}
+
+void LossScaler::load_state(const ScalerState& state) {
+  scale_.fill_(state.scale);
+  growth_tracker_.fill_(state.growth_tracker);
+}
+
 ScalerState LossScaler::state() const {
   return {scale_.item<double>(), static_cast<int64_t>(growth_tracker_.item<int>())};
 }

@@ -38,7 +38,7 @@ void BatchMaker::begin_epoch(int64_t epoch) {
   for (const auto& layer : keep) keep_.push_back(to_device_async(torch::cat(layer), device_));
 }
 
-Batch BatchMaker::make(int64_t step, int rank, int world) const {
+Batch BatchMaker::make(int64_t step, int rank, int world, bool with_pixels) const {
   TORCH_CHECK(epoch_ > 0, "BatchMaker: begin_epoch first");
   Batch b;
   const int64_t start = step * config_.batch_size;
@@ -47,6 +47,10 @@ Batch BatchMaker::make(int64_t step, int rank, int world) const {
     return shard_rows(epoch_draws.slice(/*dim=*/0, start, start + b.global_rows), rank, world);
   };
   b.indices = rows_of(perm_);
+  if (!with_pixels) {
+    b.eps = rows_of(noise_);
+    return b;
+  }
   b.x = train_.images.index_select(/*dim=*/0, b.indices);                         // [mine, 784]
   if (uniforms_.defined()) b.x = (rows_of(uniforms_) < b.x).to(torch::kFloat32);  // as binarize_batch does
   b.eps = rows_of(noise_);

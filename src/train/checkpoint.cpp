@@ -245,7 +245,8 @@ Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, t
     TORCH_CHECK(sums.numel() == expected, "partial_sums has ", sums.numel(), " values, expected ", expected);
     for (int64_t i = 0; i < expected; ++i) progress_.partial_sums[i] = sums[i].item<double>();
     progress_.partial_seconds = read_tensor(*archive_, "partial_seconds").item<double>();
-    config_ = load_yaml_string(tensor_to_string(read_tensor(*archive_, "config_yaml")), path + " (config)", Config{});
+    config_ = load_yaml_string(tensor_to_string(read_tensor(*archive_, "config_yaml")), path + " (config)", Config{},
+                                /*warn_old_keys=*/false);
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <torch/version.h>
+
 namespace vae {
 
 namespace {
@@ -30,7 +32,7 @@ FlatAdam::FlatAdam(torch::Tensor params, torch::Tensor grads, AdamOptions option
       flat_grads_(std::move(grads)),
       exp_avg_(torch::zeros_like(flat_params_)),
       exp_avg_sq_(torch::zeros_like(flat_params_)),
-      step_(torch::zeros({}, flat_params_.options().dtype(torch::kFloat64))) {
+      step_(torch::zeros({}, flat_params_.options().dtype(torch::kFloat32))) {
   TORCH_CHECK(flat_params_.dim() == 1 && flat_params_.sizes() == flat_grads_.sizes(),
               "FlatAdam: parameters and gradients must be flat buffers of one size");
 }
@@ -80,12 +82,13 @@ void FlatAdam::step_aten(const torch::Tensor& skip) {
   // are 0-dim tensors on the device (0-dim: float64 does not promote the float32 buffers).
   const torch::Tensor keep = skip.defined() ? skip.reshape({}).eq(0) : torch::Tensor();
   if (keep.defined()) {
-    step_ += keep.to(torch::kFloat64);
+    step_ += keep.to(torch::kFloat32);
   } else {
     step_ += 1;
   }
-  const auto step_size = (lr / (1 - torch::pow(beta1, step_))).to(torch::kFloat32);
-  const auto sqrt_bc2 = (1 - torch::pow(beta2, step_)).sqrt().to(torch::kFloat32);
+  const auto t = step_.to(torch::kFloat64);
+  const auto step_size = (lr / (1 - torch::pow(beta1, t))).to(torch::kFloat32);
+  const auto sqrt_bc2 = (1 - torch::pow(beta2, t)).sqrt().to(torch::kFloat32);
   auto g = flat_grads_;
   if (wd > 0 && !options_.decoupled) g = g + wd * flat_params_;  // Adam: L2 penalty folded into the gradient
   auto m = exp_avg_ * beta1 + (1 - beta1) * g;
@@ -100,6 +103,43 @@ void FlatAdam::step_aten(const torch::Tensor& skip) {
   exp_avg_.copy_(m);
   exp_avg_sq_.copy_(v);
   flat_params_.copy_(p);
+}
+
+// libtorch 2.4 added the fused kernel's CPU version (CUDA had it before): from there on the
+// same call runs in the CPU tests.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define VAE_FUSED_ADAM 1
+#endif
+
+bool FlatAdam::fused_available() {
+#ifdef VAE_FUSED_ADAM
+  return true;
+#else
+  return false;
+#endif
+}
+
+void FlatAdam::step_fused(const torch::Tensor& grad_scale, const torch::Tensor& found_inf) {
+#ifdef VAE_FUSED_ADAM
+  torch::NoGradGuard no_grad;
+  const std::optional<torch::Tensor> scale = grad_scale.defined() ? std::optional<torch::Tensor>(grad_scale) : std::nullopt;
+  const std::optional<torch::Tensor> found = found_inf.defined() ? std::optional<torch::Tensor>(found_inf) : std::nullopt;
+  // As torch.optim.Adam(fused=True): the count first, the kernel reads it; a skipped step takes it back.
+  step_.add_(1);
+  const AdamOptions& o = options_;
+  if (o.decoupled) {
+    at::_fused_adamw_({flat_params_}, {flat_grads_}, {exp_avg_}, {exp_avg_sq_}, {}, {step_}, o.lr, o.beta1, o.beta2,
+                      o.weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false, scale, found);
+  } else {
+    at::_fused_adam_({flat_params_}, {flat_grads_}, {exp_avg_}, {exp_avg_sq_}, {}, {step_}, o.lr, o.beta1, o.beta2,
+                     o.weight_decay, o.eps, /*amsgrad=*/false, /*maximize=*/false, scale, found);
+  }
+  if (found) step_.sub_(found->reshape({}));
+#else
+  (void)grad_scale;
+  (void)found_inf;
+  TORCH_CHECK(false, "FlatAdam::step_fused: needs libtorch 2.4 or later (its fused Adam kernel)");
+#endif
 }
 
 torch::Tensor clip_grad_norm(torch::Tensor grads, double max_norm) {

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "vae_ddp/train/cpu_gemm.h"
+#include "vae_ddp/base/errors.h"
 #include "vae_ddp/train/cpu_step.h"
+#include "vae_ddp/train/device_step.h"
 
 namespace vae {
 
@@ -60,28 +62,52 @@ class CpuFastStep final : public Step {
 };
 
 // Why the CPU fast path does not run this configuration ("" when it does).
-std::string why_not_fast(const Config& c, const ModelOptions& o, torch::Device device, Precision precision) {
-  if (!device.is_cpu()) return "device " + device.str();
-  if (precision != Precision::kFP32 && precision != Precision::kBF16) return "--precision " + name_of(c.precision);
-  if (!c.cpu_fast_path) return "--cpu-fast-path false";
-  if (!CpuStep::supports(o)) return "a model variant the fast path does not implement";
+std::string why_not_fast(const Config& c, bool cuda) {
+  if (cuda) return "a CUDA device";
+  if (c.precision != Precision::kFP32 && c.precision != Precision::kBF16) return "--precision " + name_of(c.precision);
+  if (!CpuStep::supports(model_options(c))) return "a model variant the fast path does not implement";
   return "";
 }
 
 }  // namespace
 
+StepPlan plan_step(const Config& c, bool cuda) {
+  const std::string no_fast = why_not_fast(c, cuda), no_graph = DeviceStep::not_covered(c, cuda);
+  const char* graph = cuda ? "CUDA graph (the whole step: explicit GEMMs, fused Adam; docs/distributed.md)"
+                           : "device step, run eagerly (the CUDA graph's sequence on a CPU)";
+  switch (c.step) {
+    case StepKind::kAutograd: return {StepKind::kAutograd, "autograd (--step autograd)"};
+    case StepKind::kCpuFast:
+      if (!no_fast.empty()) throw UsageError("--step cpu-fast: the CPU fast path does not run " + no_fast);
+      return {StepKind::kCpuFast, "CPU fast path"};
+    case StepKind::kGraph:
+      if (!no_graph.empty()) throw UsageError("--step graph: the device step does not implement " + no_graph);
+      return {StepKind::kGraph, graph};
+    case StepKind::kAuto: break;
+  }
+  if (!cuda) {
+    if (no_fast.empty()) return {StepKind::kCpuFast, "CPU fast path"};
+    return {StepKind::kAutograd, fmt::format("autograd ({})", no_fast)};
+  }
+  if (no_graph.empty()) return {StepKind::kGraph, graph};
+  return {StepKind::kAutograd, fmt::format("autograd (the CUDA graph step does not implement {})", no_graph)};
+}
+
 StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision, const LossScaler& scaler,
                        Profiler& profiler) {
-  const std::string why = why_not_fast(c, model->options(), device, precision);
-  if (why.empty()) {
+  Config resolved = c;
+  resolved.precision = precision;
+  StepPlan plan = plan_step(resolved, device.is_cuda());
+  if (plan.kind == StepKind::kCpuFast) {
     CpuStepOptions options;
     options.bf16 = precision == Precision::kBF16;
     const char* bf16 = !options.bf16 ? "" : cpu::gemm_bf16_native() ? ", bf16 matmuls" : ", bf16 emulated";
-    return {std::make_unique<CpuFastStep>(model, options, profiler),
+    return {std::make_unique<CpuFastStep>(model, options, profiler), plan.kind,
             fmt::format("CPU fast path ({} GEMMs{})", cpu::gemm_library(), bf16)};
   }
+  if (plan.kind == StepKind::kGraph) return {nullptr, plan.kind, plan.description};
   return {std::make_unique<AutogradStep>(model, device, precision, c.recon_loss == ReconLoss::kMse, scaler, profiler),
-          fmt::format("autograd ({})", why)};
+          plan.kind, plan.description};
 }
 
 }  // namespace vae

@@ -60,8 +60,29 @@ Trainer::Trainer(Config config, Dataset train, Dataset test, torch::Device devic
   adam_ = std::make_unique<FlatAdam>(flat_->params(), flat_->grads(), adam);
   batches_ = std::make_unique<BatchMaker>(config_, train_, model_->hidden_widths(), device_);
   step_ = choose_step(config_, model_, device_, precision_, scaler_, profiler_);
+  skipped_ = torch::zeros({}, torch::dtype(torch::kFloat32).device(device_));
+  total_ = new_sums(device_);
+  interval_ = new_sums(device_);
+  if (step_.kind == StepKind::kGraph) make_device_step();
   broadcast_parameters(model_->parameters(), comm_);
   outputs_ = std::make_unique<RunOutputs>(is_root(), config_, model_, *adam_, progress_, test_);
+}
+
+void Trainer::make_device_step() {
+  // Beta of every global step of the run, rank 0's schedule on every rank: the device step
+  // reads it by its own step counter.
+  const int64_t steps = config_.epochs * steps_per_epoch() + 1;
+  std::vector<float> betas(static_cast<size_t>(steps));
+  for (int64_t s = 0; s < steps; ++s) betas[static_cast<size_t>(s)] = static_cast<float>(schedule_.at(s));
+  auto table = torch::tensor(betas, torch::kFloat32).to(device_);
+  comm_.broadcast(table, /*root=*/0);
+  DeviceStepOptions o;
+  o.precision = precision_;
+  o.grad_clip = config_.grad_clip;
+  o.betas = table;
+  o.full_batch = config_.batch_size;
+  device_step_ = std::make_unique<DeviceStep>(
+      DeviceStepParts{&model_, flat_.get(), adam_.get(), &scaler_, &comm_, train_.images, skipped_}, o);
 }
 
 int64_t Trainer::steps_per_epoch() const { return vae::steps_per_epoch(train_.size(), config_.batch_size); }
@@ -72,7 +93,7 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
   ckpt.restore_optimizer(*adam_);
   ckpt.restore_rng();
   progress_ = ckpt.progress();
-  scaler_ = LossScaler(precision_ == Precision::kFP16, device_, progress_.scaler);
+  scaler_.load_state(progress_.scaler);  // in place: the device step reads the scaler's tensors
   broadcast_parameters(model_->parameters(), comm_);
   beta_ = torch::Tensor();
 }
@@ -80,7 +101,8 @@ void Trainer::resume_from(const Checkpoint& ckpt) {
 void Trainer::begin_epoch(int64_t epoch) {
   model_->train();
   batches_->begin_epoch(epoch);
-  skipped_ = torch::zeros({}, torch::dtype(torch::kFloat32).device(device_));
+  skipped_.zero_();
+  if (device_step_) device_step_->set_global_step(progress_.global_step);
   if (!beta_.defined()) broadcast_beta();
 }
 
@@ -103,6 +125,10 @@ Batch Trainer::make_batch(int64_t step, FaultAction fault) {
 
 void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
   const FaultAction fault = maybe_inject_fault(FaultSite::kStep, comm_.world().rank, progress_.global_step);
+  if (device_step_) {
+    device_train_step(step, acc, fault, record);
+    return;
+  }
   const Batch batch = make_batch(step, fault);
   // BatchNorm all-reduces inside forward and backward: then a rank without rows joins too.
   const bool runs = batch.rows() > 0 || config_.batch_norm;
@@ -124,6 +150,24 @@ void Trainer::train_step(int64_t step, torch::Tensor& acc, StepRecord* record) {
     flat_->grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
   reduce_gradients();
   update_parameters();
+}
+
+void Trainer::device_train_step(int64_t step, torch::Tensor& acc, FaultAction fault, StepRecord* record) {
+  if (stop_requested()) device_step_->request_stop();
+  Batch batch;
+  {
+    Profiler::Scope timed(profiler_, Phase::kData);
+    batch = batches_->make(step, comm_.world().rank, comm_.world().size, /*with_pixels=*/false);
+  }
+  {
+    // The whole step is one piece of device work: --profile shows it as the forward.
+    Profiler::Scope timed(profiler_, Phase::kForward);
+    device_step_->run(batch, acc, fault);
+  }
+  if (record) {
+    *record = {batch.indices.clone(), batch.eps.clone(), device_step_->last_beta(), device_step_->last_loss()};
+  }
+  ++progress_.global_step;
 }
 
 void Trainer::add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch) {
@@ -171,7 +215,7 @@ bool Trainer::must_stop(int64_t epoch, int64_t step) {
   const bool last = step + 1 == steps_per_epoch();
   if (!device_.is_cpu() && (step + 1) % kGpuSlotReadEvery != 0 && !last) return false;
   const auto slots = flat_->flat().slice(/*dim=*/0, flat_->numel()).to(torch::kCPU);
-  if (slots[FlatParameters::kNonFinite].item<float>() > 0) {
+  if (slots[FlatParameters::kNonFinite].item<float>() != 0) {  // NaN too: the device step writes objective * 0
     throw std::runtime_error(
         fmt::format("non-finite loss (NaN or inf) at epoch {}, step {}{}: training diverged; "
                     "the last good checkpoint is kept (lower --lr, or try --precision fp32)",
@@ -195,7 +239,11 @@ void Trainer::show_progress(int64_t epoch, int64_t step, torch::Tensor& total, t
 EpochStats Trainer::train_epoch(int64_t epoch) {
   const auto t0 = std::chrono::steady_clock::now();
   begin_epoch(epoch);
-  auto total = new_sums(device_), interval = new_sums(device_);
+  // The same two tensors every epoch: the device step's CUDA graph adds into `interval`.
+  torch::Tensor& total = total_;
+  torch::Tensor& interval = interval_;
+  total.zero_();
+  interval.zero_();
   // Resuming mid-epoch: continue at the next step, with the done steps' sums counted once.
   const int64_t first = progress_.step_in_epoch;
   if (first > 0 && is_root()) {
@@ -264,7 +312,8 @@ EpochStats Trainer::finish_epoch(int64_t epoch, torch::Tensor& total, double sec
 
 std::vector<StepRecord> Trainer::trace(int64_t steps) {
   begin_epoch(1);
-  auto sums = new_sums(device_);
+  torch::Tensor& sums = interval_;
+  sums.zero_();
   std::vector<StepRecord> records(static_cast<size_t>(std::min(steps, steps_per_epoch())));
   for (size_t k = 0; k < records.size(); ++k) train_step(static_cast<int64_t>(k), sums, &records[k]);
   return records;

@@ -26,6 +26,7 @@ enum class KLScheduleKind { kConstant, kLinear, kCyclical };
 enum class DeviceKind { kAuto, kCpu, kCuda };
 enum class Precision { kFP32, kBF16, kFP16 };
 enum class Backend { kAuto, kNccl, kMpi };
+enum class StepKind { kAuto, kAutograd, kCpuFast, kGraph };
 
 template <typename E>
 struct ChoiceNames;
@@ -65,6 +66,10 @@ template <>
 struct ChoiceNames<Backend> {
   static constexpr std::array<const char*, 3> names{"auto", "nccl", "mpi"};
 };
+template <>
+struct ChoiceNames<StepKind> {
+  static constexpr std::array<const char*, 4> names{"auto", "autograd", "cpu-fast", "graph"};
+};
 
 // How users write `e`: name_of(Precision::kBF16) == "bf16".
 template <typename E>
@@ -95,7 +100,7 @@ struct Config {
 using FieldRef = std::variant<std::string Config::*, int64_t Config::*, double Config::*, bool Config::*,
                               std::vector<int64_t> Config::*, DatasetKind Config::*, Binarize Config::*,
                               Activation Config::*, ReconLoss Config::*, Optimizer Config::*, KLScheduleKind Config::*,
-                              DeviceKind Config::*, Precision Config::*, Backend Config::*>;
+                              DeviceKind Config::*, Precision Config::*, Backend Config::*, StepKind Config::*>;
 struct Field {
   const char* name;
   FieldRef member;
@@ -125,10 +130,21 @@ void validate(const Config& c);
 // need CUDA; bf16 on the CPU needs native bf16 (cpu_info.h).
 void validate_for_device(const Config& c, bool cuda, const CpuInfo& cpu);
 
+// Options renamed or replaced, read until the next release: each sets its successor in `c`
+// from the old value (`where` names the flag or file:key in errors).
+struct OldOption {
+  const char* name;  // the old flag spelling (--cpu-fast-path); its YAML key has '_'
+  const char* now;   // what to write instead, for the warning
+  void (*apply)(Config& c, const std::string& text, const std::string& where);
+};
+const std::vector<OldOption>& old_options();
+
 // Reads a YAML mapping of field keys over `base`. Throws UsageError naming the file
 // for a missing/unreadable file, bad YAML, an unknown key or a value of the wrong type.
-Config load_yaml_file(const std::string& path, Config base);
-Config load_yaml_string(const std::string& text, const std::string& origin, Config base);
+// An old key (old_options()) is read into its successor, with a warning on stderr when
+// `warn_old_keys` (a checkpoint's own config is read without one).
+Config load_yaml_file(const std::string& path, Config base, bool warn_old_keys = true);
+Config load_yaml_string(const std::string& text, const std::string& origin, Config base, bool warn_old_keys = true);
 // All fields, one `key: value` line each; load_yaml_string(to_yaml(c)) == c.
 std::string to_yaml(const Config& c);
 

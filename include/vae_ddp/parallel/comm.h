@@ -28,6 +28,14 @@ class Communicator : public SumReducer {
   void allreduce_sum(torch::Tensor& t) override = 0;
   // In place: every rank ends with rank `root`'s `t`.
   virtual void broadcast(torch::Tensor& t, int root) = 0;
+  // allreduce_sum for a stream being captured into a CUDA graph: the collective alone,
+  // without the events the watchdog follows (watch_begin/watch_end then bracket the
+  // graph's replays instead). Elsewhere the same as allreduce_sum.
+  virtual void allreduce_sum_captured(torch::Tensor& t) { allreduce_sum(t); }
+  // Around work queued on the current stream that holds a collective the watchdog cannot
+  // see (a graph's replay): a deadline for the whole of it, as for one collective.
+  virtual void watch_begin() {}
+  virtual void watch_end(const char* what) { (void)what; }
   virtual std::string name() const = 0;  // "nccl", "mpi" or "local"
   const World& world() const { return world_; }
 

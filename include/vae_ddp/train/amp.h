@@ -52,8 +52,18 @@ class LossScaler {
   // skipped (for FlatAdam::step), else 0. Reads nothing on the host. Disabled: undefined.
   torch::Tensor unscale_and_update(torch::Tensor& grads);
 
+  // The same check, unscale and update through ATen's in-place AMP kernels
+  // (_amp_foreach_non_finite_check_and_unscale_, _amp_update_scale_; on the CPU from
+  // libtorch 2.4), allocating nothing, so a CUDA graph can capture it: `found` ([1] float32)
+  // is set to 1 or 0, `inv_scale` ([1] float32) is scratch. Disabled: nothing happens.
+  void unscale_and_update_in_place(const torch::Tensor& grads, torch::Tensor& found, torch::Tensor& inv_scale);
+  // The current scale, [1] float32 on the device: read by the device step each step.
+  const torch::Tensor& scale_tensor() const { return scale_; }
+
   // Reads the scale on the host (checkpoints, epoch ends).
   ScalerState state() const;
+  // Writes a saved state into the scaler's tensors, which stay where they are.
+  void load_state(const ScalerState& state);
 
  private:
   bool enabled_;

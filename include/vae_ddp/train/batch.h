@@ -23,7 +23,7 @@ struct Batch {
   torch::Tensor eps;        // [mine, latent]: the reparameterization noise
   ForwardExtras extras;     // labels (conditional models) and dropout masks, [mine] / [mine, width]
   int64_t global_rows = 0;  // rows of the whole global batch: the objective's divisor
-  int64_t rows() const { return x.size(0); }
+  int64_t rows() const { return indices.size(0); }
 };
 
 class BatchMaker {
@@ -38,8 +38,10 @@ class BatchMaker {
   void begin_epoch(int64_t epoch);
   int64_t steps_per_epoch() const { return vae::steps_per_epoch(train_.size(), config_.batch_size); }
   // Rank `rank` of `world`'s rows of global batch `step` of the current epoch: rows
-  // rank, rank + world, ... of the global batch (possibly none).
-  Batch make(int64_t step, int rank, int world) const;
+  // rank, rank + world, ... of the global batch (possibly none). Without `with_pixels`,
+  // x (and the labels and dropout masks) stay undefined: the device step gathers the rows
+  // itself from the indices.
+  Batch make(int64_t step, int rank, int world, bool with_pixels = true) const;
 
  private:
   Config config_;

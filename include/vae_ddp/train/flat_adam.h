@@ -37,6 +37,14 @@ class FlatAdam {
   // one fused loop; elsewhere (CUDA, or `skip` given) a fixed sequence of whole-buffer ATen
   // ops with the step count on the device, which a CPU test checks against the loop.
   void step(const torch::Tensor& skip = {});
+  // The same update as one call of ATen's fused Adam/AdamW kernel (at::_fused_adam_, CUDA,
+  // and CPU since libtorch 2.4), which a CUDA graph can capture: the step count stays on the
+  // device. The kernel divides the gradients by `grad_scale` ([1] on the device, or
+  // undefined: 1) before using them, and skips the update where `found_inf` ([1], or
+  // undefined) is 1; the step count then stays as it was too. Throws where the libtorch has
+  // no fused kernel (fused_available()).
+  void step_fused(const torch::Tensor& grad_scale, const torch::Tensor& found_inf);
+  static bool fused_available();
   // The updates applied so far (a host read of the device count: checkpoints, inspect).
   int64_t steps() const;
 
@@ -53,7 +61,9 @@ class FlatAdam {
 
   AdamOptions options_;
   torch::Tensor flat_params_, flat_grads_, exp_avg_, exp_avg_sq_;  // each [numel]
-  torch::Tensor step_;                                             // 0-dim float64, on the parameters' device
+  // 0-dim float32 on the parameters' device, as the fused kernel reads it (exact to 2^24
+  // steps); the bias corrections are computed from it in float64.
+  torch::Tensor step_;
 };
 
 // Gradient-norm clipping as torch::nn::utils::clip_grad_norm_ does it: scales `grads`

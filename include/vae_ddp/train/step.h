@@ -1,8 +1,9 @@
-// A training step's forward and backward on this rank's rows, behind one interface, with
-// its implementations side by side in step.cpp: autograd (any model variant, any device,
-// any precision) and the CPU fast path (cpu_step.h; fp32, or bf16 GEMMs). The trainer
-// picks one at start (choose_step) and says which, and why, in the start-up table; a CUDA
-// fast path goes here beside them.
+// How a training step runs (--step): a forward and backward on this rank's rows behind one
+// interface, with its implementations side by side in step.cpp (autograd: any model
+// variant, any device, any precision; the CPU fast path, cpu_step.h: fp32, or bf16 GEMMs),
+// or the whole step, optimizer included, as the device step (device_step.h: a CUDA graph on
+// a GPU). The trainer picks one at start (choose_step) and says which, and why, in the
+// start-up table.
 #pragma once
 
 #include <memory>
@@ -38,13 +39,25 @@ class Step {
   virtual bool overwrites_gradients() const { return false; }
 };
 
-struct StepChoice {
-  std::unique_ptr<Step> step;
+struct StepPlan {
+  StepKind kind;            // never kAuto
   std::string description;  // e.g. "CPU fast path (oneDNN GEMMs)" or "autograd (--precision fp16)"
 };
 
-// The fastest implementation that computes this configuration's step. `model`'s gradients
-// must be FlatParameters views; `scaler` and `profiler` must outlive the step.
+// The step --step asks for, `auto` resolved: on a CPU the fast path where it covers the
+// model, on CUDA the device step (a CUDA graph) where it does, else autograd, with the
+// reason. Throws UsageError when --step names one that does not cover the configuration
+// (checked before MPI starts, and again by choose_step).
+StepPlan plan_step(const Config& c, bool cuda);
+
+struct StepChoice {
+  std::unique_ptr<Step> step;  // null for the device step, which the trainer builds (it owns the whole step)
+  StepKind kind;
+  std::string description;
+};
+
+// The implementation plan_step picks. `model`'s gradients must be FlatParameters views;
+// `scaler` and `profiler` must outlive the step.
 StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision, const LossScaler& scaler,
                        Profiler& profiler);
 

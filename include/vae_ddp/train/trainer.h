@@ -19,6 +19,7 @@
 #include "vae_ddp/train/amp.h"
 #include "vae_ddp/train/batch.h"
 #include "vae_ddp/train/checkpoint.h"
+#include "vae_ddp/train/device_step.h"
 #include "vae_ddp/train/flat_adam.h"
 #include "vae_ddp/train/gpu_audit.h"
 #include "vae_ddp/train/kl_schedule.h"
@@ -90,6 +91,10 @@ class Trainer {
   void train_step(int64_t step, torch::Tensor& acc, StepRecord* record = nullptr);
   // This rank's rows of global batch `step` (a `nan` fault poisons them).
   Batch make_batch(int64_t step, FaultAction fault);
+  // train_step through the device step (--step graph): the whole step in one call.
+  void device_train_step(int64_t step, torch::Tensor& acc, FaultAction fault, StepRecord* record);
+  // Builds device_step_ (its beta table from rank 0's schedule). Collective.
+  void make_device_step();
   // Adds a step's objective, terms and image count to `acc` (on the device).
   void add_sums(torch::Tensor& acc, const StepResult& r, const Batch& batch);
   // The one all-reduce of the step: gradients and the control slots (FlatParameters::Slot).
@@ -125,8 +130,10 @@ class Trainer {
   TrainProgress progress_;
   std::unique_ptr<BatchMaker> batches_;
   StepChoice step_;                              // forward and backward: autograd or a fast path
+  std::unique_ptr<DeviceStep> device_step_;      // or the whole step (--step graph), when step_.kind says so
+  torch::Tensor total_, interval_;               // an epoch's sums and the current log interval's (new_sums)
   torch::Tensor beta_;                           // [1] on the device: the current step's beta, rank 0's value
-  torch::Tensor skipped_;                        // 0-dim on the device: fp16 steps skipped this epoch
+  torch::Tensor skipped_;                        // 0-dim on the device: fp16 steps skipped this epoch (in place)
   int sync_debug_ = sync_debug_mode_from_env();  // VAE_DDP_SYNC_DEBUG (gpu_audit.h)
   bool ops_counted_ = false;                     // GPU operations counted once a run
   std::unique_ptr<RunOutputs> outputs_;
