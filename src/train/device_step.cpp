@@ -24,7 +24,8 @@ struct DeviceStep::Shape {
   std::vector<torch::Tensor> dec_in_grad;  // d loss / d (input of decoder layer j); [0] is d loss / dz
   std::vector<torch::Tensor> enc_out_grad;  // d loss / d (output of encoder layer i)
   torch::Tensor dz32, dstats, dstats_lp;
-  torch::Tensor sums4;  // [4] float32: objective, bce, kld, rows of this rank
+  torch::Tensor sums4;   // [4] float32: objective, bce, kld, rows of this rank
+  torch::Tensor sums64;  // the same in float64, added to the trainer's sums
   StepGraph graph;
 };
 
@@ -156,6 +157,7 @@ DeviceStep::Shape& DeviceStep::shape_for(int64_t global_rows, int64_t rows) {
   s->dstats_lp = low ? torch::zeros({b, 2 * l}, lp) : s->dstats;
   for (const auto& layer : encoder_) s->enc_out_grad.push_back(torch::zeros({b, layer.w.size(0)}, lp));
   s->sums4 = torch::zeros({4}, f32);
+  s->sums64 = torch::zeros({4}, f32.dtype(torch::kFloat64));
   s->sums4[kSumImages].fill_(static_cast<double>(rows));
   return *shapes_.emplace(global_rows, std::move(s)).first->second;
 }
@@ -209,8 +211,9 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
   at::addmm_out(s.stats, head_.b_lp, *in, head_.w_lp.t());
   if (low) s.stats32.copy_(s.stats);
   const auto mu = s.stats32.narrow(/*dim=*/1, 0, l), logvar = s.stats32.narrow(1, l, l);
-  at::mul_out(s.sd, logvar, 0.5);
-  s.sd.exp_();                                 // sd = exp(logvar / 2)
+  // (In place: libtorch's out= forms with a Scalar compute into a temporary, then copy.)
+  s.sd.copy_(logvar);
+  s.sd.mul_(0.5).exp_();                       // sd = exp(logvar / 2)
   at::addcmul_out(s.z, mu, s.sd, s.eps);       // z = mu + sd * eps
   if (low) s.z_lp.copy_(s.z);
   at::mul_out(s.sq1, s.sd, s.sd);
@@ -242,7 +245,8 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
   // d objective / d logits = (sigmoid(l) - x) / global rows, times the loss scale under fp16 (cs).
   const double c = 1.0 / static_cast<double>(s.global_rows);
   if (fp16) {
-    at::mul_out(cs_, parts_.scaler->scale_tensor(), c);
+    cs_.copy_(parts_.scaler->scale_tensor());
+    cs_.mul_(c);
   } else {
     cs_.fill_(c);
   }
@@ -296,8 +300,7 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
   if (fp16) {
     flat.slot(FlatParameters::kNonFinite).zero_();
   } else {
-    auto non_finite = flat.slot(FlatParameters::kNonFinite);
-    at::mul_out(non_finite, objective, 0);
+    flat.slot(FlatParameters::kNonFinite).copy_(objective).mul_(0);
   }
   flat.slot(FlatParameters::kStop).copy_(stop_);
   if (fault == FaultAction::kOverflowGradients) flat.grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
@@ -321,15 +324,16 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
   }
   if (options_.grad_clip > 0) {
     at::linalg_vector_norm_out(norm_, grads, 2, rows_dim, /*keepdim=*/true);
-    at::add_out(clip_, norm_, 1e-6);
-    clip_.div_(options_.grad_clip);
+    clip_.copy_(norm_);
+    clip_.add_(1e-6).div_(options_.grad_clip);
     clip_.clamp_min_(1.0);
     grad_scale = clip_;
   }
   parts_.adam->step_fused(grad_scale, found);
   if (fp16) parts_.skipped.add_(found_.reshape({}));
   step_.add_(1);
-  sums.add_(s.sums4);
+  s.sums64.copy_(s.sums4);
+  sums.add_(s.sums64);
 #else
   (void)s;
   (void)sums;
