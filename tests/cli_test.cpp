@@ -221,6 +221,20 @@ TEST_F(CliTest, Bf16IsRefusedOnACpuWithoutNativeBf16) {
       << native.out;
 }
 
+// --step names the implementation; one that does not cover the model is refused at start,
+// and the old --cpu-fast-path still works, with a warning on stderr.
+TEST_F(CliTest, StepChoiceAndTheOldCpuFastPathFlag) {
+  ExpectUsageError("--step fastest", "--step must be one of auto, autograd, cpu-fast, graph, got 'fastest'");
+  ExpectUsageError("--device cpu --step cpu-fast --batch-norm", "--step cpu-fast does not cover --batch-norm");
+  ExpectUsageError("--device cpu --step graph --dropout 0.2", "--step graph does not cover --dropout");
+  const Result old = Train(tmp_ / "old", "--device cpu --train-limit 300 --epochs 1 --sample-every 0 --cpu-fast-path=false");
+  EXPECT_EQ(old.code, 0) << old.err;
+  EXPECT_NE(old.err.find("--cpu-fast-path: now --step"), std::string::npos) << old.err;
+  EXPECT_NE(old.out.find("step: autograd (--step autograd)"), std::string::npos) << old.out;
+  const Result fast = Train(tmp_ / "fast", "--device cpu --train-limit 300 --epochs 1 --sample-every 0");
+  EXPECT_NE(fast.out.find("step: CPU fast path ("), std::string::npos) << fast.out;
+}
+
 TEST_F(CliTest, FlagsThatNeedAGpuAreUsageErrorsOnCpu) {
   if (cuda_usable()) GTEST_SKIP() << "a GPU is visible: fp16 and NCCL are allowed here";
   ExpectUsageError("--precision fp16", "--precision fp16: fp16 autocast needs a CUDA device; on CPU use fp32");

@@ -154,6 +154,19 @@ TEST(ConfigRecipesTest, OldNamesStillLoad) {
   EXPECT_EQ(recipe_path(dir + "/no-such.yaml"), dir + "/no-such.yaml");  // load_yaml_file then names it
 }
 
+// --cpu-fast-path became --step: the old YAML key still loads, into --step (the flag is
+// cli_test's), and a checkpoint's saved config reads it too.
+TEST(ConfigOldOptionsTest, CpuFastPathKeyBecomesStep) {
+  EXPECT_EQ(load_yaml_string("cpu_fast_path: false\n", "old.yaml", Config{}, /*warn_old_keys=*/false).step,
+            StepKind::kAutograd);
+  EXPECT_EQ(load_yaml_string("cpu_fast_path: true\n", "old.yaml", Config{}, false).step, StepKind::kAuto);
+  EXPECT_EQ(load_yaml_string("cpu_fast_path: false\nstep: graph\n", "old.yaml", Config{}, false).step,
+            StepKind::kGraph);
+  const std::string e = testing::ErrorOf([] { load_yaml_string("cpu_fast_path: maybe\n", "old.yaml", Config{}); });
+  EXPECT_NE(e.find("old.yaml: key 'cpu_fast_path': expected true or false, got 'maybe'"), std::string::npos) << e;
+  EXPECT_EQ(to_yaml(Config{}).find("cpu_fast_path"), std::string::npos) << "written under its new name only";
+}
+
 TEST_F(ConfigTest, Bf16OnTheCpuNeedsNativeBf16) {
   Config c;
   c.precision = Precision::kBF16;

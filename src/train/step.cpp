@@ -65,7 +65,12 @@ class CpuFastStep final : public Step {
 std::string why_not_fast(const Config& c, bool cuda) {
   if (cuda) return "a CUDA device";
   if (c.precision != Precision::kFP32 && c.precision != Precision::kBF16) return "--precision " + name_of(c.precision);
-  if (!CpuStep::supports(model_options(c))) return "a model variant the fast path does not implement";
+  if (c.activation != Activation::kRelu) return "--activation " + name_of(c.activation);
+  if (c.batch_norm) return "--batch-norm";
+  if (c.dropout > 0) return "--dropout";
+  if (c.conditional) return "--conditional";
+  if (c.recon_loss != ReconLoss::kBce) return "--recon-loss " + name_of(c.recon_loss);
+  TORCH_CHECK(CpuStep::supports(model_options(c)), "why_not_fast: a model variant CpuStep::supports refuses");
   return "";
 }
 
@@ -78,19 +83,23 @@ StepPlan plan_step(const Config& c, bool cuda) {
   switch (c.step) {
     case StepKind::kAutograd: return {StepKind::kAutograd, "autograd (--step autograd)"};
     case StepKind::kCpuFast:
-      if (!no_fast.empty()) throw UsageError("--step cpu-fast: the CPU fast path does not run " + no_fast);
+      if (!no_fast.empty()) throw UsageError("--step cpu-fast does not cover " + no_fast + "; --step auto picks for you");
       return {StepKind::kCpuFast, "CPU fast path"};
     case StepKind::kGraph:
-      if (!no_graph.empty()) throw UsageError("--step graph: the device step does not implement " + no_graph);
+      if (!no_graph.empty()) {
+        throw UsageError("--step graph does not cover " + no_graph +
+                         " (it covers ReLU, no BatchNorm, no dropout, unconditional, BCE, --binarize none); --step auto "
+                         "picks for you");
+      }
       return {StepKind::kGraph, graph};
     case StepKind::kAuto: break;
   }
   if (!cuda) {
     if (no_fast.empty()) return {StepKind::kCpuFast, "CPU fast path"};
-    return {StepKind::kAutograd, fmt::format("autograd ({})", no_fast)};
+    return {StepKind::kAutograd, fmt::format("autograd (the CPU fast path does not cover {})", no_fast)};
   }
   if (no_graph.empty()) return {StepKind::kGraph, graph};
-  return {StepKind::kAutograd, fmt::format("autograd (the CUDA graph step does not implement {})", no_graph)};
+  return {StepKind::kAutograd, fmt::format("autograd (the CUDA graph step does not cover {})", no_graph)};
 }
 
 StepChoice choose_step(const Config& c, VAE& model, torch::Device device, Precision precision, const LossScaler& scaler,
