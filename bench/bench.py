@@ -13,7 +13,10 @@ against the GEMM ceiling measured by bench/gemm_peak for the same shapes and thr
 the CPU's model and ISA as vae_ddp's start-up table names them (base/cpu_info.h), and the
 speed-ups of more ranks and more threads over one. On a CPU, a second table times the fast
 path's step alone (bench/step_bench) at each thread count: fp32 and bf16 GEMMs, the batch's
-rows split one chunk per thread or not.
+rows split one chunk per thread or not. A third table is the GPU's: vae_ddp's autograd and CUDA
+graph steps (--step autograd / graph), PyTorch 2.11's tuned eager loop, torch.compile default
+and mode="reduce-overhead" (CUDA graphs), at batch 128 and 1024, alternated, with images/s and
+the ratios to the graph step; where no GPU is visible it says so instead.
 Started by ./launch/bench, which builds everything first.
 """
 import argparse
@@ -46,12 +49,14 @@ def run(cmd, env=None):
     return out.stdout
 
 
-def run_vae_ddp(args, ranks, threads, tmp, build_dir):
-    out_dir = os.path.join(tmp, "vae_ddp_%d_%d" % (ranks, threads))
+def run_vae_ddp(args, ranks, threads, tmp, build_dir, step="auto"):
+    out_dir = os.path.join(tmp, "vae_ddp_%d_%d_%s" % (ranks, threads, step))
     cmd = [os.path.join(build_dir, "vae_ddp"), "--epochs", str(args.epochs), "--threads", str(threads),
            "--precision", args.precision, "--device", args.device, "--batch-size", str(args.batch_size),
            "--data-dir", args.data_dir, "--out-dir", out_dir, "--resume", "none", "--log-every", "0",
-           "--sample-every", "0", "--keep-checkpoints", "1", "--profile"]
+           "--sample-every", "0", "--keep-checkpoints", "1", "--step", step]
+    if args.device == "cpu":
+        cmd.append("--profile")  # on a GPU its per-phase timing synchronizes, which the step must not
     if ranks > 1:
         cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-q", "-np", str(ranks)] + cmd
     stdout = run(cmd)
@@ -69,7 +74,7 @@ def run_reference(args, name):
     precision = "fp32" if style == "seed" else args.precision  # the seed recipe as its users run it
     cmd = [python, os.path.join(ROOT, "tests", "oracle", "reference.py"), "train", "--style", style, "--epochs", str(args.epochs),
            "--threads", str(args.threads[0]), "--batch-size", str(args.batch_size), "--data-dir", args.data_dir,
-           "--precision", precision] + (["--compile", compile_mode] if compile_mode else [])
+           "--precision", precision, "--device", args.device] + (["--compile", compile_mode] if compile_mode else [])
     lines = [json.loads(line) for line in run(cmd).splitlines() if line.startswith("{")]
     return {"seconds": [l["seconds"] for l in lines if "seconds" in l],
             "test_loss": [l["test_loss"] for l in lines if "test_loss" in l][-1], "allreduce_ms": None}
@@ -102,6 +107,61 @@ def summarize(runs, images):
             "allreduce_ms": runs[0]["allreduce_ms"]}
 
 
+# The GPU table's programs: (label, vae_ddp --step, or a reference's (style, torch.compile mode)).
+GPU_PROGRAMS = [
+    ("vae_ddp --step autograd", "autograd", None),
+    ("vae_ddp --step graph (CUDA graph)", "graph", None),
+    ("PyTorch 2.11 tuned eager", None, ("tuned", None)),
+    ("PyTorch 2.11 torch.compile default", None, ("tuned", "default")),
+    ('PyTorch 2.11 torch.compile mode="reduce-overhead"', None, ("tuned", "reduce-overhead")),
+]
+
+
+def gpu_visible():
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.count("GPU ")
+    except OSError:
+        return False
+    return listed > 0 and os.path.exists(PYTORCH_PY) and subprocess.run(
+        [PYTORCH_PY, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"]).returncode == 0
+
+
+def gpu_table(args):
+    """The GPU rows, alternated per batch size; {} where no GPU is visible."""
+    names = ", ".join(label for label, _, _ in GPU_PROGRAMS)
+    if not gpu_visible() or not os.path.exists(os.path.join(args.pytorch_build_dir, "vae_ddp")):
+        print("\nGPU: no GPU visible here (or no build-pytorch/): the GPU rows (%s; batch 128 and 1024) "
+              "are not measured on this machine" % names)
+        return {}
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in (128, 1024):
+            g = argparse.Namespace(**vars(args))
+            g.device, g.batch_size, g.epochs = "cuda", batch, args.gpu_epochs
+            runs = {label: [] for label, _, _ in GPU_PROGRAMS}
+            for rep in range(args.reps):
+                for label, step, ref in GPU_PROGRAMS:
+                    print("[bench] GPU batch %d rep %d/%d: %s" % (batch, rep + 1, args.reps, label), file=sys.stderr,
+                          flush=True)
+                    if step:
+                        runs[label].append(run_vae_ddp(g, 1, args.threads[0], tmp, args.pytorch_build_dir, step))
+                    else:
+                        REFERENCES["gpu"] = (PYTORCH_PY, ref[0], ref[1], label)
+                        runs[label].append(run_reference(g, "gpu"))
+            table[batch] = {label: summarize(r, 60000) for label, r in runs.items()}
+    print("\nGPU (%s), %d epochs, %s, %d repetitions alternated; images/s over epochs 2-%d" % (
+        subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip().splitlines()[0],
+        args.gpu_epochs, args.precision, args.reps, args.gpu_epochs))
+    print("| program | batch | s/epoch median | images/s | test loss | graph step's images/s vs this |")
+    print("|---|---|---|---|---|---|")
+    for batch, rows in table.items():
+        graph = rows["vae_ddp --step graph (CUDA graph)"]["images_per_s"]
+        for label, s in rows.items():
+            print("| %s | %d | %.3f | %.0f | %.2f | %.2fx |" % (label, batch, s["median"], s["images_per_s"],
+                                                              s["test_loss"], graph / s["images_per_s"]))
+    return table
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10)
@@ -120,6 +180,7 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--pytorch-build-dir", "--torch2-build-dir", default=os.path.join(ROOT, "build-pytorch"),
                     help="vae_ddp built against libtorch 2.11, run with one rank when its binary exists")
+    ap.add_argument("--gpu-epochs", type=int, default=3, help="epochs of each GPU run (the GPU table)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     ranks = [int(r) for r in args.ranks.split(",")]
@@ -201,9 +262,10 @@ def main():
                 print("| %d | %s | %s (%d chunk%s) | %.3f | %.3f | %.3f |" % (
                     t, gemms, split, v["chunks"], "s" if v["chunks"] > 1 else "", v["step_ms"], v["step_ms_min"],
                     v["adam_ms"]))
+    gpu = gpu_table(args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "cpu": cpu, "summary": summary, "runs": results,
+            json.dump({"args": vars(args), "cpu": cpu, "summary": summary, "runs": results, "gpu": gpu,
                        "gemm_peak": {str(t): p for t, p in peaks.items()},
                        "step_bench": {str(t): v for t, v in steps.items()}}, f, indent=1)
 

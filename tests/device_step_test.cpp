@@ -1,7 +1,7 @@
 // The device step (--step graph, device_step.h) run eagerly on the CPU, the same ATen
 // sequence a GPU captures as a CUDA graph, against the autograd step: gradients per tensor,
 // parameters after 20 steps (Adam and AdamW, with and without clipping, two architectures,
-// the uneven last batch), bf16 and fp16, no allocation after the first step; end to end: a
+// the uneven last batch), bf16 and fp16, no buffer allocated after the first step; end to end: a
 // stop signal's mid-epoch resume bit for bit, and world-size invariance under mpirun.
 // Registered (label device_step) in builds whose libtorch has the fused kernels (2.4+).
 #include "vae_ddp/train/device_step.h"
@@ -14,6 +14,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
+#include "device_step_rig.h"
 #include "test_util.h"
 #include "vae_ddp/train/trainer.h"
 
@@ -26,28 +27,7 @@ double RelativeDifference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).norm() / b.norm().clamp_min(1e-12)).item<double>();
 }
 
-// A model with its flat buffers, optimizer and scaler, as the trainer holds them.
-struct Rig {
-  Rig(const std::vector<int64_t>& hidden, AdamOptions adam, Precision precision)
-      : model(hidden, kLatent),
-        flat(model->parameters()),
-        adam(flat.params(), flat.grads(), adam),
-        scaler(precision == Precision::kFP16, torch::kCPU) {}
-  std::unique_ptr<DeviceStep> Step(Precision precision, const torch::Tensor& images, double beta, double clip = 0) {
-    DeviceStepOptions o;
-    o.precision = precision;
-    o.grad_clip = clip;
-    o.betas = torch::full({100}, beta, torch::kFloat32);
-    o.full_batch = 40;
-    return std::make_unique<DeviceStep>(
-        DeviceStepParts{&model, &flat, &adam, &scaler, &testing::LocalComm(), images, skipped}, o);
-  }
-  VAE model;
-  FlatParameters flat;
-  FlatAdam adam;
-  LossScaler scaler;
-  torch::Tensor skipped = torch::zeros({});
-};
+using Rig = testing::DeviceStepRig;
 
 // Rows 0..rows-1 of `images`, a shard of a global batch of `global`, and their noise.
 Batch BatchOf(int64_t rows, int64_t global) {
@@ -83,7 +63,7 @@ class DeviceStepTest : public ::testing::TestWithParam<std::vector<int64_t>> {
 TEST_P(DeviceStepTest, GradientsMatchAutogradPerTensor) {
   AdamOptions frozen;
   frozen.lr = 0;
-  Rig rig(GetParam(), frozen, Precision::kFP32);
+  Rig rig(GetParam(), kLatent, frozen, Precision::kFP32);
   const double beta = 0.7;
   const Batch b = BatchOf(19, 40);  // a shard of a larger batch
   const auto x = images_.narrow(0, 0, 19);
@@ -94,7 +74,8 @@ TEST_P(DeviceStepTest, GradientsMatchAutogradPerTensor) {
   step->run(b, sums);
   int64_t offset = 0;
   for (const auto& p : rig.model->parameters()) {
-    const double d = RelativeDifference(rig.flat.grads().narrow(0, offset, p.numel()), want.narrow(0, offset, p.numel()));
+    const double d =
+        RelativeDifference(rig.flat.grads().narrow(0, offset, p.numel()), want.narrow(0, offset, p.numel()));
     EXPECT_LT(d, 1e-5) << "parameter at " << offset;
     offset += p.numel();
   }
@@ -115,7 +96,7 @@ TEST_P(DeviceStepTest, LowPrecisionGradientsMatchAutogradWithinTheirRounding) {
   for (const Precision p : {Precision::kBF16, Precision::kFP16}) {
     AdamOptions frozen;
     frozen.lr = 0;
-    Rig rig(GetParam(), frozen, p);
+    Rig rig(GetParam(), kLatent, frozen, p);
     const Batch b = BatchOf(19, 40);
     const auto x = images_.narrow(0, 0, 19);
     const auto fp32 = AutogradGradient(rig, x, b, 0.7, Precision::kFP32);
@@ -136,7 +117,7 @@ TEST_P(DeviceStepTest, LowPrecisionGradientsMatchAutogradWithinTheirRounding) {
 // fp16's dynamic loss scale: a step whose gradients overflow is skipped (parameters, Adam's
 // moments and count unchanged), the scale halves, the skip is counted.
 TEST_P(DeviceStepTest, Fp16OverflowSkipsTheStepAndHalvesTheScale) {
-  Rig rig(GetParam(), AdamOptions{}, Precision::kFP16);
+  Rig rig(GetParam(), kLatent, AdamOptions{}, Precision::kFP16);
   auto step = rig.Step(Precision::kFP16, images_, 1.0);
   auto sums = torch::zeros({4}, torch::kFloat64);
   // The first steps may overflow at the initial scale of 2^16, as under GradScaler: until one
@@ -173,7 +154,7 @@ struct CountingAllocator final : c10::Allocator {
 
 TEST_P(DeviceStepTest, AllocatesNothingAfterTheFirstStep) {
   for (const double clip : {0.0, 1.0}) {
-    Rig rig(GetParam(), AdamOptions{}, Precision::kFP32);
+    Rig rig(GetParam(), kLatent, AdamOptions{}, Precision::kFP32);
     auto step = rig.Step(Precision::kFP32, images_, 1.0, clip);
     auto sums = torch::zeros({4}, torch::kFloat64);
     std::vector<Batch> batches;
@@ -251,13 +232,12 @@ TEST_P(DeviceStepTrainerTest, TwentyStepsMatchTheAutogradStep) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, DeviceStepTrainerTest,
-    ::testing::Values(Variant{"adam", {64}, Optimizer::kAdam, 0, 0},
-                      Variant{"adam_l2_clip", {48, 24}, Optimizer::kAdam, 0.01, 0.5},
-                      Variant{"adamw", {48, 24}, Optimizer::kAdamW, 0.01, 0},
-                      Variant{"adamw_clip", {64}, Optimizer::kAdamW, 0.01, 0.5}),
-    [](const ::testing::TestParamInfo<Variant>& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Variants, DeviceStepTrainerTest,
+                         ::testing::Values(Variant{"adam", {64}, Optimizer::kAdam, 0, 0},
+                                           Variant{"adam_l2_clip", {48, 24}, Optimizer::kAdam, 0.01, 0.5},
+                                           Variant{"adamw", {48, 24}, Optimizer::kAdamW, 0.01, 0},
+                                           Variant{"adamw_clip", {64}, Optimizer::kAdamW, 0.01, 0.5}),
+                         [](const ::testing::TestParamInfo<Variant>& info) { return std::string(info.param.name); });
 
 // --- end to end, through the binary ---
 
@@ -273,8 +253,8 @@ class DeviceStepRunTest : public ::testing::Test {
 #else
     const std::string launcher = np > 0 ? "no-mpirun-in-this-build " : "";
 #endif
-    return testing::run_command(env + " " + launcher + VAE_DDP_BINARY + " --device cpu --step graph" +
-                                    " --data-dir " + VAE_DDP_DATA_DIR + " --out-dir " + out +
+    return testing::run_command(env + " " + launcher + VAE_DDP_BINARY + " --device cpu --step graph" + " --data-dir " +
+                                    VAE_DDP_DATA_DIR + " --out-dir " + out +
                                     " --train-limit 3001 --batch-size 100 --hidden-dims 64 --latent-dim 8 --threads 1 "
                                     "--log-every 5 --sample-every 0 --kl-schedule linear --kl-warmup-epochs 1 " +
                                     extra,

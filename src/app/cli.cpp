@@ -135,7 +135,9 @@ Config train_config(const cxxopts::ParseResult& r) {
   if (auto file = text(r, "config")) c = load_yaml_file(recipe_path(*file), c, /*warn_old_keys=*/launcher_rank() == 0);
   for (const auto& o : old_options()) {  // before the fields: a new flag given too wins
     if (auto v = text(r, o.name)) {
-      if (launcher_rank() == 0) print_warning(fmt::format("--{}: now {}; the old flag is read until the next release", o.name, plain_text(o.now)));
+      if (launcher_rank() == 0)
+        print_warning(
+            fmt::format("--{}: now {}; the old flag is read until the next release", o.name, plain_text(o.now)));
       o.apply(c, *v, std::string("--") + o.name);
     }
   }

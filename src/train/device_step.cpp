@@ -15,13 +15,13 @@ namespace vae {
 struct DeviceStep::Shape {
   Shape(torch::Device device) : graph(device) {}
   int64_t rows = 0, global_rows = 0;
-  torch::Tensor idx, eps;  // the step's inputs, copied in by run()
-  torch::Tensor x, x_lp;   // the gathered rows (fp32; in the GEMMs' dtype)
+  torch::Tensor idx, eps;               // the step's inputs, copied in by run()
+  torch::Tensor x, x_lp;                // the gathered rows (fp32; in the GEMMs' dtype)
   std::vector<torch::Tensor> enc, dec;  // each hidden layer's output (after its ReLU)
   torch::Tensor stats, stats32;         // the head's [mu, logvar] (GEMM dtype; fp32)
   torch::Tensor sd, sq1, kt, z, z_lp, kld;
   torch::Tensor logits, logits32, sp, bce, g, g_lp;
-  std::vector<torch::Tensor> dec_in_grad;  // d loss / d (input of decoder layer j); [0] is d loss / dz
+  std::vector<torch::Tensor> dec_in_grad;   // d loss / d (input of decoder layer j); [0] is d loss / dz
   std::vector<torch::Tensor> enc_out_grad;  // d loss / d (output of encoder layer i)
   torch::Tensor dz32, dstats, dstats_lp;
   torch::Tensor sums4;   // [4] float32: objective, bce, kld, rows of this rank
@@ -171,8 +171,8 @@ void DeviceStep::run(const Batch& batch, torch::Tensor& sums, FaultAction fault)
   // epoch's permutation and noise, BatchMaker) into this shape's buffers.
   s.idx.copy_(batch.indices);
   s.eps.copy_(batch.eps);
-  const bool graphed = options_.capture && s.global_rows == options_.full_batch && fault == FaultAction::kNone &&
-                       s.idx.is_cuda();
+  const bool graphed =
+      options_.capture && s.global_rows == options_.full_batch && fault == FaultAction::kNone && s.idx.is_cuda();
   if (!graphed) {
     sequence(s, sums, /*capturing=*/false, fault);
     return;
@@ -213,15 +213,15 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
   const auto mu = s.stats32.narrow(/*dim=*/1, 0, l), logvar = s.stats32.narrow(1, l, l);
   // (In place: libtorch's out= forms with a Scalar compute into a temporary, then copy.)
   s.sd.copy_(logvar);
-  s.sd.mul_(0.5).exp_();                       // sd = exp(logvar / 2)
-  at::addcmul_out(s.z, mu, s.sd, s.eps);       // z = mu + sd * eps
+  s.sd.mul_(0.5).exp_();                  // sd = exp(logvar / 2)
+  at::addcmul_out(s.z, mu, s.sd, s.eps);  // z = mu + sd * eps
   if (low) s.z_lp.copy_(s.z);
   at::mul_out(s.sq1, s.sd, s.sd);
-  s.sq1.sub_(1);                               // sd^2 - 1
+  s.sq1.sub_(1);  // sd^2 - 1
   at::addcmul_out(s.kt, s.sq1, mu, mu);
-  s.kt.sub_(logvar);                           // sd^2 - 1 + mu^2 - logvar
+  s.kt.sub_(logvar);  // sd^2 - 1 + mu^2 - logvar
   at::sum_out(s.kld, s.kt, cols_dim);
-  s.kld.mul_(0.5);                             // KL(q || N(0, I)) per row
+  s.kld.mul_(0.5);  // KL(q || N(0, I)) per row
   in = &s.z_lp;
   for (size_t j = 0; j + 1 < decoder_.size(); ++j) {
     at::_addmm_activation_out(s.dec[j], decoder_[j].b_lp, *in, decoder_[j].w_lp.t());
@@ -303,7 +303,8 @@ void DeviceStep::sequence(Shape& s, torch::Tensor& sums, bool capturing, FaultAc
     flat.slot(FlatParameters::kNonFinite).copy_(objective).mul_(0);
   }
   flat.slot(FlatParameters::kStop).copy_(stop_);
-  if (fault == FaultAction::kOverflowGradients) flat.grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
+  if (fault == FaultAction::kOverflowGradients)
+    flat.grads().narrow(0, 0, 1).fill_(std::numeric_limits<float>::infinity());
   Communicator& comm = *parts_.comm;
   if (comm.world().size > 1) {
     if (capturing) {

@@ -122,8 +122,10 @@ bool FlatAdam::fused_available() {
 void FlatAdam::step_fused(const torch::Tensor& grad_scale, const torch::Tensor& found_inf) {
 #ifdef VAE_FUSED_ADAM
   torch::NoGradGuard no_grad;
-  const std::optional<torch::Tensor> scale = grad_scale.defined() ? std::optional<torch::Tensor>(grad_scale) : std::nullopt;
-  const std::optional<torch::Tensor> found = found_inf.defined() ? std::optional<torch::Tensor>(found_inf) : std::nullopt;
+  const std::optional<torch::Tensor> scale =
+      grad_scale.defined() ? std::optional<torch::Tensor>(grad_scale) : std::nullopt;
+  const std::optional<torch::Tensor> found =
+      found_inf.defined() ? std::optional<torch::Tensor>(found_inf) : std::nullopt;
   // As torch.optim.Adam(fused=True): the count first, the kernel reads it; a skipped step takes it back.
   step_.add_(1);
   const AdamOptions& o = options_;

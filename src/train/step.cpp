@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
-#include "vae_ddp/train/cpu_gemm.h"
 #include "vae_ddp/base/errors.h"
+#include "vae_ddp/train/cpu_gemm.h"
 #include "vae_ddp/train/cpu_step.h"
 #include "vae_ddp/train/device_step.h"
 
@@ -83,13 +83,15 @@ StepPlan plan_step(const Config& c, bool cuda) {
   switch (c.step) {
     case StepKind::kAutograd: return {StepKind::kAutograd, "autograd (--step autograd)"};
     case StepKind::kCpuFast:
-      if (!no_fast.empty()) throw UsageError("--step cpu-fast does not cover " + no_fast + "; --step auto picks for you");
+      if (!no_fast.empty())
+        throw UsageError("--step cpu-fast does not cover " + no_fast + "; --step auto picks for you");
       return {StepKind::kCpuFast, "CPU fast path"};
     case StepKind::kGraph:
       if (!no_graph.empty()) {
-        throw UsageError("--step graph does not cover " + no_graph +
-                         " (it covers ReLU, no BatchNorm, no dropout, unconditional, BCE, --binarize none); --step auto "
-                         "picks for you");
+        throw UsageError(
+            "--step graph does not cover " + no_graph +
+            " (it covers ReLU, no BatchNorm, no dropout, unconditional, BCE, --binarize none); --step auto "
+            "picks for you");
       }
       return {StepKind::kGraph, graph};
     case StepKind::kAuto: break;

@@ -28,8 +28,7 @@ void cuda_check(cudaError_t rc, const char* call, const char* file, int line) {
 }  // namespace
 
 struct StepGraph::Impl {
-  explicit Impl(torch::Device d)
-      : device(d), side(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, d.index())) {}
+  explicit Impl(torch::Device d) : device(d), side(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, d.index())) {}
   torch::Device device;
   c10::cuda::CUDAStream side;  // warm-up, capture and replay run here
   c10::cuda::CUDAEvent before, after;

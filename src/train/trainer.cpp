@@ -260,7 +260,10 @@ EpochStats Trainer::train_epoch(int64_t epoch) {
   for (int64_t step = first; step < steps_per_epoch(); ++step) {
     if (count_ops && step == ops_from) ops.start();
     {
-      const SyncDebugScope sync_check(sync_debug_, device_);  // VAE_DDP_SYNC_DEBUG: no host sync inside a step
+      // VAE_DDP_SYNC_DEBUG: no host sync inside a step; for the CUDA graph step, from its first
+      // replay on (its warm-up and capture set it up once).
+      const bool setting_up = device_step_ && !device_step_->captured();
+      const SyncDebugScope sync_check(setting_up ? 0 : sync_debug_, device_);
       train_step(step, interval);
     }
     if (count_ops && step + 1 == ops_to) {
