@@ -30,7 +30,6 @@ struct DeviceStep::Shape {
 };
 
 std::string DeviceStep::not_covered(const Config& c, bool cuda) {
-  if (!FlatAdam::fused_available()) return "libtorch before 2.4 has no CPU fused Adam";
   if (c.activation != Activation::kRelu) return "--activation " + name_of(c.activation);
   if (c.batch_norm) return "--batch-norm";
   if (c.dropout > 0) return "--dropout";
@@ -38,6 +37,7 @@ std::string DeviceStep::not_covered(const Config& c, bool cuda) {
   if (c.recon_loss != ReconLoss::kBce) return "--recon-loss " + name_of(c.recon_loss);
   if (c.binarize != Binarize::kNone) return "--binarize " + name_of(c.binarize);
   if (cuda && c.backend == Backend::kMpi) return "--backend mpi (a CUDA graph captures an NCCL all-reduce only)";
+  if (!FlatAdam::fused_available()) return "this build's libtorch (before 2.4: no fused Adam on the CPU)";
   return "";
 }
 

@@ -90,8 +90,8 @@ StepPlan plan_step(const Config& c, bool cuda) {
       if (!no_graph.empty()) {
         throw UsageError(
             "--step graph does not cover " + no_graph +
-            " (it covers ReLU, no BatchNorm, no dropout, unconditional, BCE, --binarize none); --step auto "
-            "picks for you");
+            "; it covers ReLU, no BatchNorm, no dropout, unconditional, BCE, --binarize none, with libtorch "
+            "2.4 or later; --step auto picks for you");
       }
       return {StepKind::kGraph, graph};
     case StepKind::kAuto: break;
