@@ -59,9 +59,13 @@ torch::Tensor latent_backward(const torch::Tensor& dz, const torch::Tensor& stat
 
 }  // namespace
 
-bool CpuStep::supports(const ModelOptions& o) {
-  return o.activation == Activation::kRelu && !o.batch_norm && o.dropout == 0 && !o.conditional &&
-         o.recon_loss == ReconLoss::kBce;
+std::string CpuStep::unsupported(const ModelOptions& o) {
+  if (o.activation != Activation::kRelu) return "--activation " + name_of(o.activation);
+  if (o.batch_norm) return "--batch-norm";
+  if (o.dropout > 0) return "--dropout";
+  if (o.conditional) return "--conditional";
+  if (o.recon_loss != ReconLoss::kBce) return "--recon-loss " + name_of(o.recon_loss);
+  return "";
 }
 
 CpuStep::CpuStep(VAE& model, CpuStepOptions options)

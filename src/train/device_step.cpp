@@ -4,6 +4,8 @@
 
 #include <torch/version.h>
 
+#include "vae_ddp/train/cpu_step.h"
+
 namespace vae {
 
 // The fused Adam, AMP and addmm-activation kernels' CPU versions: libtorch 2.4.
@@ -30,11 +32,8 @@ struct DeviceStep::Shape {
 };
 
 std::string DeviceStep::not_covered(const Config& c, bool cuda) {
-  if (c.activation != Activation::kRelu) return "--activation " + name_of(c.activation);
-  if (c.batch_norm) return "--batch-norm";
-  if (c.dropout > 0) return "--dropout";
-  if (c.conditional) return "--conditional";
-  if (c.recon_loss != ReconLoss::kBce) return "--recon-loss " + name_of(c.recon_loss);
+  const std::string variant = CpuStep::unsupported(model_options(c));  // the fast path's variants
+  if (!variant.empty()) return variant;
   if (c.binarize != Binarize::kNone) return "--binarize " + name_of(c.binarize);
   if (cuda && c.backend == Backend::kMpi) return "--backend mpi (a CUDA graph captures an NCCL all-reduce only)";
   if (!FlatAdam::fused_available()) return "this build's libtorch (before 2.4: no fused Adam on the CPU)";

@@ -65,13 +65,7 @@ class CpuFastStep final : public Step {
 std::string why_not_fast(const Config& c, bool cuda) {
   if (cuda) return "a CUDA device";
   if (c.precision != Precision::kFP32 && c.precision != Precision::kBF16) return "--precision " + name_of(c.precision);
-  if (c.activation != Activation::kRelu) return "--activation " + name_of(c.activation);
-  if (c.batch_norm) return "--batch-norm";
-  if (c.dropout > 0) return "--dropout";
-  if (c.conditional) return "--conditional";
-  if (c.recon_loss != ReconLoss::kBce) return "--recon-loss " + name_of(c.recon_loss);
-  TORCH_CHECK(CpuStep::supports(model_options(c)), "why_not_fast: a model variant CpuStep::supports refuses");
-  return "";
+  return CpuStep::unsupported(model_options(c));
 }
 
 }  // namespace

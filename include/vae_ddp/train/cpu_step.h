@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <torch/torch.h>
 
@@ -30,7 +31,10 @@ class CpuStep {
   explicit CpuStep(VAE& model, CpuStepOptions options = {});
   // True for the models it implements: ReLU, no BatchNorm, no dropout, unconditional,
   // Bernoulli (BCE) decoder. Other variants train through autograd.
-  static bool supports(const ModelOptions& o);
+  static bool supports(const ModelOptions& o) { return unsupported(o).empty(); }
+  // The flag of the first variant it does not implement ("--batch-norm"), "" when none; the
+  // device step (device_step.h) implements the same variants.
+  static std::string unsupported(const ModelOptions& o);
 
   // For rows x [B, 784] and noise eps [B, latent]: writes (overwrites) into each
   // parameter's .grad() the gradient of  sum_rows (bce + beta * kld) / global_batch,
