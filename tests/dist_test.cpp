@@ -2,6 +2,7 @@
 // (N = 1..4, registered by tests/CMakeLists.txt with the label `correctness`). Every
 // rank runs every test; the collectives inside them must line up, so assertions that
 // can fail before a collective use EXPECT, not ASSERT.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -36,6 +37,26 @@ class DistTest : public ::testing::Test {
   }
   static double MaxRelativeDifference(VAE& a, VAE& b) { return testing::MaxRelativeDifference(a, b); }
 };
+
+// Every rank knows every node's name once: one node here, however many ranks.
+TEST_F(DistTest, NodesAreNamedOnce) {
+  ASSERT_EQ(world().nodes.size(), 1u);
+  EXPECT_EQ(world().nodes[0], world().host);
+  EXPECT_EQ(describe_nodes(world()), world().host);
+}
+
+TEST(DescribeNodesTest, NamesFewNodesAndShortensMany) {
+  World w;
+  w.host = "vn1";
+  EXPECT_EQ(describe_nodes(w), "vn1");  // nodes not filled in: the host
+  w.nodes = {"vn1"};
+  EXPECT_EQ(describe_nodes(w), "vn1");
+  w.nodes = {"vn1", "vn2"};
+  EXPECT_EQ(describe_nodes(w), "2 nodes (vn1, vn2)");
+  w.nodes.clear();
+  for (int i = 1; i <= 16; ++i) w.nodes.push_back(fmt::format("gpu{:03d}", i));
+  EXPECT_EQ(describe_nodes(w), "16 nodes (gpu001, gpu002, ..., gpu016)");
+}
 
 // BatchNorm over the global batch: each rank normalises its rows with the statistics of
 // all rows, and its input gradient is the one-process gradient of its rows.

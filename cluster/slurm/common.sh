@@ -22,3 +22,14 @@ run_vae_ddp() {
   echo "[$(date '+%F %T')] job ${SLURM_JOB_ID:-?} ranks exited with $rc"
   return $rc
 }
+
+# run_on_gpus [vae_ddp options]: run_vae_ddp with one rank per GPU and NCCL between them
+# (--device cuda --backend nccl), unless the options name a device: with --device cpu the same
+# job trains on the nodes' CPUs and all-reduces through MPI (how tests/slurm runs the GPU
+# scripts on its CPU-only nodes).
+run_on_gpus() {
+  local a defaults=(--device cuda --backend nccl)
+  for a in "$@"; do case "$a" in --device|--device=*) defaults=() ;; esac; done
+  export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"              # NCCL's own errors reach the log
+  run_vae_ddp "${defaults[@]}" --threads "${SLURM_CPUS_PER_TASK:-1}" "$@"
+}

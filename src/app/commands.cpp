@@ -61,7 +61,7 @@ void check_same_config(const World& w, const Config& c) {
 void log_startup(const Config& c, const World& w, torch::Device device, int threads, const Communicator& comm,
                  const Trainer& trainer, int64_t parameters, int64_t train_images, int64_t test_images) {
   spdlog::info("vae_ddp · libtorch {} · {} rank(s) on {} · device {} · {} thread(s)/rank · BLAS {} · backend {}{}",
-               TORCH_VERSION, w.size, w.host, device.str(), threads, blas_name(), comm.name(),
+               TORCH_VERSION, w.size, describe_nodes(w), device.str(), threads, blas_name(), comm.name(),
                comm.name() == "nccl" ? " " + nccl_version() : "");
   spdlog::info("model {} ({} parameters) · {} · data {} ({} train, {} test images) · {} steps/epoch of {} images",
                describe_architecture(c), parameters, name_of(c.precision),

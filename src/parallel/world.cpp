@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #ifdef VAE_WITH_MPI
 #include "vae_ddp/parallel/mpi_check.h"
@@ -27,6 +29,14 @@ std::string host_name() {
 }
 
 }  // namespace
+
+std::string describe_nodes(const World& w) {
+  const auto& n = w.nodes;
+  if (n.size() <= 1) return n.empty() ? w.host : n.front();
+  std::string shown = n.size() <= 4 ? fmt::format("{}", fmt::join(n, ", "))
+                                    : fmt::format("{}, {}, ..., {}", n[0], n[1], n.back());
+  return fmt::format("{} nodes ({})", n.size(), shown);
+}
 
 bool started_by_launcher() {
   return env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || env("PMI_RANK") || env("PMI_SIZE");
@@ -60,6 +70,7 @@ bool built_with_mpi() { return true; }
 
 WorldSession::WorldSession() {
   world_.host = host_name();
+  world_.nodes = {world_.host};
   if (!started_by_launcher()) return;
   int provided = 0;
   MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
@@ -73,6 +84,17 @@ WorldSession::WorldSession() {
   MPI_CHECK(MPI_Comm_rank(node, &world_.local_rank));
   MPI_CHECK(MPI_Comm_size(node, &world_.local_size));
   MPI_CHECK(MPI_Comm_free(&node));
+  // Every rank's host name, to name the nodes once: fixed-size slots, gathered at start only.
+  constexpr int kSlot = 256;
+  std::vector<char> names(static_cast<size_t>(world_.size) * kSlot, '\0');
+  std::string mine = world_.host.substr(0, kSlot - 1);
+  mine.resize(kSlot, '\0');
+  MPI_CHECK(MPI_Allgather(mine.data(), kSlot, MPI_CHAR, names.data(), kSlot, MPI_CHAR, MPI_COMM_WORLD));
+  world_.nodes.clear();
+  for (int r = 0; r < world_.size; ++r) {
+    std::string name(names.data() + static_cast<size_t>(r) * kSlot);
+    if (std::find(world_.nodes.begin(), world_.nodes.end(), name) == world_.nodes.end()) world_.nodes.push_back(name);
+  }
   world_.launched = true;
 }
 
@@ -133,6 +155,7 @@ bool built_with_mpi() { return false; }
 
 WorldSession::WorldSession() {
   world_.host = host_name();
+  world_.nodes = {world_.host};
   if (started_by_launcher()) {
     throw UsageError(
         "started by an MPI launcher, but this vae_ddp was built with VAE_WITH_MPI=OFF; "

@@ -8,7 +8,8 @@ SRC="$1" BIN="$2" DATA="$3"
 D="$(mktemp -d)"
 cleanup() { "$SRC/tests/slurm/cluster.sh" stop "$D" || true; rm -rf "$D"; }
 trap cleanup EXIT
-eval "$("$SRC/tests/slurm/cluster.sh" start "$D")"
+started=$("$SRC/tests/slurm/cluster.sh" start "$D")   # fails the test (set -e) if Slurm does not come up
+eval "$started"
 mkdir -p "$D/jobs"
 cd "$D/jobs"
 COMMON=(--data-dir "$DATA" --train-limit 12000 --batch-size 100 --hidden-dims 128 --latent-dim 8 --log-every 0

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace vae {
 
@@ -17,7 +18,12 @@ struct World {
   int local_size = 1;     // processes on this node
   bool launched = false;  // started by an MPI launcher (mpirun, srun --mpi=pmix)
   std::string host;       // this node's name, for error messages
+  std::vector<std::string> nodes;  // every node's name, once, in the order of their lowest rank
 };
+
+// Where the ranks run, for the start-up line: "vm", "2 nodes (vn1, vn2)",
+// "16 nodes (gpu001, gpu002, ..., gpu016)".
+std::string describe_nodes(const World& w);
 
 // True when the environment shows an MPI launcher (Open MPI, PMIx, PMI). Needs no MPI.
 bool started_by_launcher();
