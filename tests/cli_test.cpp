@@ -227,7 +227,8 @@ TEST_F(CliTest, StepChoiceAndTheOldCpuFastPathFlag) {
   ExpectUsageError("--step fastest", "--step must be one of auto, autograd, cpu-fast, graph, got 'fastest'");
   ExpectUsageError("--device cpu --step cpu-fast --batch-norm", "--step cpu-fast does not cover --batch-norm");
   ExpectUsageError("--device cpu --step graph --dropout 0.2", "--step graph does not cover --dropout");
-  const Result old = Train(tmp_ / "old", "--device cpu --train-limit 300 --epochs 1 --sample-every 0 --cpu-fast-path=false");
+  const Result old =
+      Train(tmp_ / "old", "--device cpu --train-limit 300 --epochs 1 --sample-every 0 --cpu-fast-path=false");
   EXPECT_EQ(old.code, 0) << old.err;
   EXPECT_NE(old.err.find("--cpu-fast-path: now --step"), std::string::npos) << old.err;
   EXPECT_NE(old.out.find("step: autograd (--step autograd)"), std::string::npos) << old.out;
@@ -329,6 +330,191 @@ TEST(DeviceTest, EachLocalRankGetsItsGpu) {
 TEST_F(CliTest, CudaWithoutGpuIsAUsageError) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is present";
   ExpectUsageError("--device cuda --out-dir " + (tmp_ / "o"), "--device cuda");
+}
+
+// --- what a new user trips over (issue [Y]) ---
+
+// Every command that reads the dataset checks it as eval does: a Fashion-MNIST directory
+// under an MNIST checkpoint is refused, not plotted under a digit legend.
+TEST_F(CliTest, PicturesAndExportCheckTheDataDirLikeEval) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist")) GTEST_SKIP() << "apt-get install dataset-fashion-mnist";
+  const std::string ckpt = tmp_ / "run/checkpoints/last.pt", other = " --data-dir /usr/share/datasets/fashion-mnist";
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
+  for (const std::string& cmd : {std::string("eval"), "latent-map --out " + (tmp_ / "m.png"),
+                                 "interpolate --out " + (tmp_ / "i.png"), "export --out " + (tmp_ / "w.pt")}) {
+    ExpectUsageError(cmd + " --checkpoint " + ckpt + other, "md5 mismatch");
+  }
+  EXPECT_FALSE(fs::exists(tmp_ / "m.png"));
+  EXPECT_FALSE(fs::exists(tmp_ / "w.pt"));
+}
+
+// A fresh start in a run's directory moves the old run aside, whole, and says where.
+TEST_F(CliTest, ResumeNoneMovesThePreviousRunAsideWhole) {
+  const std::string out = tmp_ / "run";
+  ASSERT_EQ(Train(out, "--epochs 2").code, 0);
+  const Result r = Train(out, "--epochs 1 --resume none --lr 0.002");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("moved it, whole, to " + fs::absolute(out + ".previous-1").string()), std::string::npos)
+      << r.err;
+  for (const char* f : {"checkpoints/epoch_002.pt", "samples/epoch_002.png", "reconstructions/epoch_002.png"}) {
+    EXPECT_FALSE(fs::exists(out + "/" + f)) << "the old run's " << f << " is among the new one's files";
+    EXPECT_TRUE(fs::exists(out + ".previous-1/" + f)) << f;
+  }
+  const std::string metrics = testing::read_text(out + "/metrics.csv");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 2) << metrics;
+  std::vector<fs::path> events;
+  for (const auto& e : fs::directory_iterator(out + "/tb")) events.push_back(e.path());
+  EXPECT_EQ(events.size(), 1u) << "one TensorBoard event file: the new run's";
+  // A second fresh start: the next free name; nothing is ever replaced.
+  ASSERT_EQ(Train(out, "--epochs 1 --resume none").code, 0);
+  EXPECT_TRUE(fs::exists(out + ".previous-2/metrics.csv"));
+  EXPECT_TRUE(fs::exists(out + ".previous-1/checkpoints/epoch_002.pt"));
+}
+
+// A setting changed on resume is said at start, kept in config.yaml with the epoch it took
+// effect from; one that a resumed run cannot change is refused.
+TEST_F(CliTest, ChangedSettingsOnResumeAreSaidAndRecorded) {
+  const std::string out = tmp_ / "run";
+  ASSERT_EQ(Train(out, "--epochs 1 --sample-every 0").code, 0);
+  const Result r = Train(out, "--epochs 2 --sample-every 0 --lr 0.01");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming with --lr 0.01 (the checkpoint's run had 0.001): from epoch 2 on"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("resuming with --epochs 2 (the checkpoint's run had 1)"), std::string::npos) << r.out;
+  const std::string yaml = testing::read_text(out + "/config.yaml");
+  EXPECT_NE(yaml.find("\nlr: 0.001\n"), std::string::npos) << "the run's first settings stay:\n" << yaml;
+  EXPECT_NE(yaml.find("# resumed from " + out + "/checkpoints/last.pt after epoch 1"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("#   lr: 0.01  (was 0.001)"), std::string::npos) << yaml;
+  ExpectUsageError("--data-dir " + data_ + " --out-dir " + out + " --train-limit 2000 --epochs 3 --batch-size 64",
+                   "--batch-size 64: " + out + "/checkpoints/last.pt was trained with --batch-size 128");
+}
+
+TEST_F(CliTest, MseRunsAreNotLabelledBce) {
+  const std::string out = tmp_ / "run";
+  const Result r = Train(out, "--epochs 1 --recon-loss mse --sample-every 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(mse "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("bce"), std::string::npos) << r.out;
+  const std::string metrics = testing::read_text(out + "/metrics.csv");
+  EXPECT_EQ(metrics.substr(0, metrics.find('\n')),
+            "epoch,train_loss,train_mse,train_kld,beta,test_loss,test_mse,test_kld,images_per_s,seconds");
+  const Result e = Run("eval --checkpoint " + out + "/checkpoints/last.pt --data-dir " + data_);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_EQ(e.out.find("nats"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("per image (squared error + KL) (mse "), std::string::npos) << e.out;
+  const Result j = Run("eval --json --checkpoint " + out + "/checkpoints/last.pt --data-dir " + data_);
+  EXPECT_NE(j.out.find("\"test_mse\": "), std::string::npos) << j.out;
+}
+
+TEST_F(CliTest, PictureCommandsWriteTheNamesTrainingGives) {
+  const std::string out = tmp_ / "run", here = tmp_ / "here";
+  ASSERT_EQ(Train(out, "--epochs 1").code, 0);
+  EXPECT_TRUE(fs::exists(out + "/interpolation.png"));
+  fs::create_directories(here);
+  for (const std::string cmd : {"latent-map", "interpolate"}) {
+    const Result r =
+        testing::run_command("cd " + here + " && " + VAE_DDP_BINARY + " " +
+                                 testing::OnTestDevice(cmd + " --checkpoint " + out + "/checkpoints/last.pt"),
+                             tmp_.path());
+    EXPECT_EQ(r.code, 0) << r.err;
+  }
+  EXPECT_TRUE(fs::exists(here + "/interpolation.png"));
+  EXPECT_EQ(fs::exists(here + "/latent_map.png"), plots_available());
+  EXPECT_FALSE(fs::exists(here + "/latent-map.png") || fs::exists(here + "/interpolate.png"));
+}
+
+TEST_F(CliTest, EpochLineShowsTheBetaRangeOfASchedule) {
+  const Result r = Train(tmp_ / "run", "--epochs 2 --kl-schedule linear --kl-warmup-epochs 4 --sample-every 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // 16 steps an epoch, β = step / 64 over 4 epochs: epoch 2 runs from step 16 to step 31.
+  EXPECT_NE(r.out.find("beta 0.25→0.484)"), std::string::npos) << r.out;
+  const Result c = Train(tmp_ / "c", "--epochs 1 --sample-every 0");
+  EXPECT_NE(c.out.find("beta 1)"), std::string::npos) << c.out;
+}
+
+TEST_F(CliTest, BatchLargerThanTheTrainingSetWarnsOnStderr) {
+  const Result r = Train(tmp_ / "run", "--epochs 1 --batch-size 5000 --sample-every 0");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("--batch-size 5000 is larger than the training set (2000 images)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("larger than"), std::string::npos) << "warnings go to stderr:\n" << r.out;
+}
+
+TEST_F(CliTest, FailedStartCreatesNoOutputs) {
+  ExpectUsageError("--data-dir " + (tmp_ / "missing") + " --out-dir " + (tmp_ / "a"), "--data-dir");
+  ExpectUsageError("--data-dir " + data_ + " --resume " + (tmp_ / "none.pt") + " --out-dir " + (tmp_ / "b"), "none.pt");
+  EXPECT_FALSE(fs::exists(tmp_ / "a"));
+  EXPECT_FALSE(fs::exists(tmp_ / "b"));
+}
+
+TEST_F(CliTest, SubcommandsRefuseWhatTheyCannotHonour) {
+  const std::string ckpt = tmp_ / "run/checkpoints/last.pt";
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
+  ExpectUsageError("interpolate --side 5 --checkpoint " + ckpt, "--side: not an option of interpolate");
+  ExpectUsageError("latent-map --points 4 --checkpoint " + ckpt, "--points: not an option of latent-map");
+  ExpectUsageError("manifold --pairs 3 --checkpoint " + ckpt, "--pairs: not an option of manifold");
+  ExpectUsageError("sample --out " + (tmp_ / "no/such/dir/s.png") + " --checkpoint " + ckpt,
+                   "--out " + (tmp_ / "no/such/dir/s.png") + ": cannot write it");
+  ExpectUsageError("latent-map --out " + (tmp_ / "no/m.png") + " --checkpoint " + ckpt, "--out");
+  ExpectUsageError("export --out " + (tmp_ / "no/w.pt") + " --checkpoint " + ckpt, "--out");
+  ExpectUsageError("eval --chekpoint " + ckpt, "did you mean --checkpoint?");
+}
+
+TEST_F(CliTest, EndOfRunSummaryNamesEveryOutputAndWhatToRunNext) {
+  const std::string out = tmp_ / "run";
+  const Result r = Train(out, "--epochs 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("==> done: epoch 2 of 2 (2 this run, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("best test loss "), std::string::npos) << r.out;
+  const auto at = r.out.find("outputs in " + out + ": ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::string listed = r.out.substr(at, r.out.find('\n', at) - at);
+  for (const auto& e : fs::directory_iterator(out)) {
+    EXPECT_NE(listed.find(e.path().filename().string()), std::string::npos) << e.path() << " not in: " << listed;
+  }
+  EXPECT_NE(r.out.find("next: vae_ddp eval --checkpoint " + out + "/checkpoints/last.pt"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, VersionNamesWhatTheBinaryWasBuiltWith) {
+  const Result r = Run("--version");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("^vae_ddp [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit [^)]+\\)\n"))) << r.out;
+  for (const char* line : {"\nlibtorch: ", "\nNCCL: ", "\nMPI: ", "\nCPU fast path GEMMs: "}) {
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << " missing:\n" << r.out;
+  }
+}
+
+TEST_F(CliTest, MisspelledFlagsAndYamlKeysGetASuggestionAndALine) {
+  ExpectUsageError("--lrr 0.1", "unknown option --lrr; did you mean --lr?");
+  testing::write_text(tmp_ / "a.yaml", "lr: 0.1\nepoch: 3\n");
+  ExpectUsageError("--config " + (tmp_ / "a.yaml"), "line 2: unknown key 'epoch'; did you mean 'epochs'?");
+  testing::write_text(tmp_ / "b.yaml", "lr: 0.1\nepochs: [3\n");
+  ExpectUsageError("--config " + (tmp_ / "b.yaml"), "b.yaml: line ");
+}
+
+TEST_F(CliTest, ImportanceWeightedEvalShowsProgressOnStderr) {
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
+  const Result r =
+      Run("eval --json --iw-samples 20 --checkpoint " + (tmp_ / "run/checkpoints/last.pt") + " --data-dir " + data_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "stdout holds the JSON alone:\n" << r.out;
+  EXPECT_NE(r.err.find("importance-weighted NLL (K = 20): 10000/10000 images (100%)"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, InspectPrintsTheTrainingConfiguration) {
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0 --lr 0.002").code, 0);
+  const Result r = Run("inspect --checkpoint " + (tmp_ / "run/checkpoints/last.pt"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"config\": {\"dataset\": \"mnist\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"lr\": \"0.002\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"train-limit\": \"2000\""), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, ExportSaysHowToLoadAConditionalModel) {
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0 --conditional --hidden-dims 64 --latent-dim 4").code, 0);
+  const Result r = Run("export --checkpoint " + (tmp_ / "run/checkpoints/last.pt") + " --out " + (tmp_ / "w.pt"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("TunedVAE([64], 4, classes=10)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("model.encode(x, labels)"), std::string::npos) << r.out;
 }
 
 }  // namespace

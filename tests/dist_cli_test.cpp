@@ -89,6 +89,16 @@ TEST_F(DistCliTest, OneToFourRanksGiveTheSameRun) {
   }
 }
 
+// Open MPI gives its ranks a pseudo-terminal whatever mpirun's stdout is: under
+// `mpirun ... > log` (here, a file) rank 0 must still print plain lines, no live bar.
+TEST_F(DistCliTest, ProgressUnderMpirunIntoAFileHasNoTerminalCodes) {
+  const Result r = Train(2, tmp_ / "run", "--epochs 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\r'), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\033["), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("epoch 1 ["), std::string::npos) << "the plain progress lines:\n" << r.out;
+}
+
 TEST_F(DistCliTest, CheckpointsMoveBetweenWorldSizes) {
   ASSERT_EQ(Train(4, tmp_ / "four", "--epochs 1").code, 0);
   fs::copy(tmp_ / "four", tmp_ / "one", fs::copy_options::recursive);

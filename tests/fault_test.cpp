@@ -96,8 +96,10 @@ TEST_F(FaultTest, DamagedLastCheckpointFallsBackToTheNewestGoodEpoch) {
   testing::write_bytes(tmp_ / "run/checkpoints/last.pt", bytes);
   const Result r = Train(0, tmp_ / "run", "--epochs 3");
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find("last.pt: checksum mismatch: the file is corrupt; resuming from"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("epoch_002.pt instead"), std::string::npos) << r.out;
+  // A warning: on stderr, not among the run's lines on stdout.
+  EXPECT_NE(r.err.find("last.pt: checksum mismatch: the file is corrupt; resuming from"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("epoch_002.pt instead"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("checksum mismatch"), std::string::npos) << r.out;
   EXPECT_EQ(Checkpoint(tmp_ / "run/checkpoints/last.pt").progress().epoch, 3);
   // Every checkpoint damaged: a clear error, never a silent fresh start over them.
   for (const auto& e : fs::directory_iterator(tmp_ / "run/checkpoints")) testing::write_bytes(e.path(), {1, 2, 3});

@@ -14,6 +14,7 @@
 
 #include "vae_ddp/app/commands.h"
 #include "vae_ddp/app/runtime.h"
+#include "vae_ddp/app/version.h"
 #include "vae_ddp/base/config.h"
 #include "vae_ddp/base/cpu_info.h"
 #include "vae_ddp/base/errors.h"
@@ -21,6 +22,7 @@
 #include "vae_ddp/model/model.h"
 #include "vae_ddp/parallel/world.h"
 #include "vae_ddp/train/step.h"
+#include "vae_ddp/viz/pictures.h"
 
 namespace vae {
 
@@ -59,6 +61,7 @@ namespace {
 
 constexpr const char* kUsage =
     "vae_ddp [train] [--config FILE] [options]\n"
+    "  vae_ddp --version                            (vae_ddp, libtorch, CUDA, NCCL, MPI, GEMMs)\n"
     "  mpirun -np N vae_ddp [train] [options]      (one rank per GPU, or CPU ranks)\n"
     "  vae_ddp eval   --checkpoint PATH [--data-dir DIR] [--seed S] [--iw-samples K] [--json]\n"
     "  vae_ddp sample --checkpoint PATH [--n 64] [--out FILE.png] [--seed S] [--label D]\n"
@@ -79,7 +82,28 @@ std::shared_ptr<cxxopts::Value> text_value(bool is_switch = false) {
 
 // Parses argv; prints the help and returns nullopt for -h/--help. Stray arguments are errors.
 std::optional<cxxopts::ParseResult> parse_or_help(cxxopts::Options& opts, int argc, char** argv) {
-  auto r = opts.parse(argc, argv);
+  cxxopts::ParseResult r;
+  try {
+    r = opts.parse(argc, argv);
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    // "Option ‘lrr’ does not exist": the name between the quotes, and the nearest known one.
+    const std::string what = e.what();
+    const size_t open = what.find(cxxopts::LQUOTE), close = what.rfind(cxxopts::RQUOTE);
+    std::string name = open == std::string::npos || close <= open
+                           ? ""
+                           : what.substr(open + cxxopts::LQUOTE.size(), close - open - cxxopts::LQUOTE.size());
+    name.erase(0, name.find_first_not_of('-'));
+    std::vector<std::string> known;
+    for (const auto& group : opts.groups()) {
+      for (const auto& o : opts.group_help(group).options) {
+        for (const auto& l : o.l) known.push_back(l);
+      }
+    }
+    const std::string near = closest_name(name, known);
+    if (near.empty()) throw;
+    throw UsageError(
+        fmt::format("unknown option --{}; did you mean --{}? (see {} --help)", name, near, opts.program()));
+  }
   if (r.count("help")) {
     fmt::print("{}\n", opts.help());
     return std::nullopt;
@@ -179,6 +203,7 @@ std::optional<TraceOptions> parse_trace(int argc, char** argv) {
   o.out = text(*parsed, "out").value_or("");
   if (auto v = text(*parsed, "steps")) o.steps = parse_int(*v, "--steps");
   if (o.out.empty()) throw UsageError("trace: --out DIR is required");
+  check_out_dir(o.out, "--out");
   if (o.steps <= 0) throw UsageError(fmt::format("--steps must be positive, got {}", o.steps));
   o.config = train_config(*parsed);
   return o;
@@ -186,6 +211,7 @@ std::optional<TraceOptions> parse_trace(int argc, char** argv) {
 
 struct ExportOptions {
   std::string checkpoint, out, data_dir = Config{}.data_dir;
+  bool verify_md5 = Config{}.verify_md5;
 };
 
 std::optional<ExportOptions> parse_export(int argc, char** argv) {
@@ -193,14 +219,17 @@ std::optional<ExportOptions> parse_export(int argc, char** argv) {
   cxxopts::Options opts("vae_ddp export", "Write a checkpoint's weights as a state dict Python's torch.load reads.");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
       "out", "the .pt file to write", text_value())(
-      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value());
+      "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
+      "verify-md5", "check the dataset's md5 (default: true)", text_value(true));
   const auto parsed = parse_or_help(opts, argc, argv);
   if (!parsed) return std::nullopt;
   o.checkpoint = text(*parsed, "checkpoint").value_or("");
   o.out = text(*parsed, "out").value_or("");
   o.data_dir = text(*parsed, "data-dir").value_or(o.data_dir);
+  if (auto v = text(*parsed, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
   if (o.checkpoint.empty() || o.out.empty())
     throw UsageError("export: --checkpoint PATH and --out FILE.pt are required");
+  check_out_file(o.out, "--out");
   return o;
 }
 
@@ -264,6 +293,7 @@ std::optional<SampleOptions> parse_sample(int argc, char** argv) {
   if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, "sample");
   if (o.n <= 0) throw UsageError(fmt::format("--n must be positive, got {}", o.n));
+  check_out_file(o.out, "--out");
   return o;
 }
 
@@ -283,19 +313,20 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
   o.kind = kind;
   cxxopts::Options opts("vae_ddp " + kind, "Draw the " + kind + " picture of a checkpoint (PNG).");
   opts.add_options()("h,help", "show this help")("checkpoint", "checkpoint file", text_value())(
-      "out", "PNG path (default: " + kind + ".png)", text_value())(
+      "out", "PNG path (default: " + picture_file(kind) + ", the name training gives it)", text_value())(
       "data-dir", "dataset directory (default: the one the checkpoint was trained on)", text_value())(
       "side", "manifold: images per side (default: 20)", text_value())(
       "label", "manifold of a conditional model: the class drawn (default: 0)", text_value())(
       "pairs", "interpolate: pairs of test images, one row each (default: 8)", text_value())(
       "points", "interpolate: decoded points between them (default: 10)", text_value())(
       "steps", "interpolate: the old name of --points, read until the next release", text_value())(
-      "device", "auto | cpu | cuda", text_value());
+      "verify-md5", "check the dataset's md5 (default: true)", text_value(true))("device", "auto | cpu | cuda",
+                                                                                 text_value());
   const auto parsed = parse_or_help(opts, argc, argv);
   if (!parsed) return std::nullopt;
   const auto& r = *parsed;
   o.checkpoint = text(r, "checkpoint").value_or("");
-  o.out = text(r, "out").value_or(kind + ".png");
+  o.out = text(r, "out").value_or(picture_file(kind));
   o.data_dir = text(r, "data-dir").value_or(o.data_dir);
   if (auto v = text(r, "side")) o.side = parse_int(*v, "--side");
   if (auto v = text(r, "label")) o.label = parse_label(*v);
@@ -305,8 +336,19 @@ std::optional<PictureOptions> parse_picture(const std::string& kind, int argc, c
     o.points = parse_int(*v, "--steps");
   }
   if (auto v = text(r, "points")) o.points = parse_int(*v, "--points");
+  if (auto v = text(r, "verify-md5")) o.verify_md5 = parse_bool(*v, "--verify-md5");
   if (auto v = text(r, "device")) o.device = parse_choice<DeviceKind>(*v, "--device");
   require_checkpoint(o.checkpoint, kind.c_str());
+  // Each picture's own options: one given to another picture is refused, not ignored.
+  const std::vector<std::pair<std::string, std::string>> owner = {
+      {"side", "manifold"},      {"label", "manifold"},    {"pairs", "interpolate"},
+      {"points", "interpolate"}, {"steps", "interpolate"}, {"data-dir", "latent-map and interpolate"}};
+  for (const auto& [flag, kinds] : owner) {
+    if (r.count(flag) && kinds.find(kind) == std::string::npos) {
+      throw UsageError(fmt::format("--{}: not an option of {} (it is one of {})", flag, kind, kinds));
+    }
+  }
+  check_out_file(o.out, "--out");
   for (const auto& [value, flag] :
        std::vector<std::pair<int64_t, std::string>>{{o.side, "side"}, {o.pairs, "pairs"}, {o.points, "points"}}) {
     if (value <= 0) throw UsageError(fmt::format("--{} must be positive, got {}", flag, value));
@@ -369,7 +411,7 @@ const Command kCommands[] = {
     {"export",
      [](const std::string&, int argc, char** argv) {
        auto o = parse_export(argc, argv);
-       return o ? export_command(o->checkpoint, o->out, o->data_dir) : kExitOk;
+       return o ? export_command(o->checkpoint, o->out, o->data_dir, o->verify_md5) : kExitOk;
      }},
     {"inspect",
      [](const std::string&, int argc, char** argv) {
@@ -412,6 +454,12 @@ std::string option_table_markdown() {
 }
 
 int run_cli(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {  // --version anywhere (or the word alone) prints it and nothing else runs
+    if (std::string(argv[i]) == "--version" || (argc == 2 && std::string(argv[i]) == "version")) {
+      fmt::print("{}", version_text());
+      return kExitOk;
+    }
+  }
   // `vae_ddp eval ...` -> command "eval" and the rest; no command word means train.
   std::string command = "train";
   std::vector<char*> args(argv, argv + argc);

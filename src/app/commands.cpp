@@ -1,6 +1,12 @@
 #include "vae_ddp/app/commands.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <caffe2/serialize/inline_container.h>
@@ -21,6 +27,7 @@
 #include "vae_ddp/data/mnist.h"
 #include "vae_ddp/io/files.h"
 #include "vae_ddp/io/json.h"
+#include "vae_ddp/io/metrics.h"
 #include "vae_ddp/io/npy.h"
 #include "vae_ddp/parallel/comm.h"
 #include "vae_ddp/train/checkpoint.h"
@@ -96,6 +103,7 @@ struct TrainStart {
   torch::Device device = torch::kCPU;
   int threads = 0;
   std::string ckpt_path, ckpt_bytes;  // path "": start afresh
+  std::string moved_aside;            // rank 0, --resume none: where the previous run went
 };
 
 // Local checks and reads first; a failure on any rank ends every rank with one line.
@@ -105,8 +113,8 @@ TrainStart prepare_train(const Config& c, const World& w) {
     check_world(c, w);
     s.device = resolve_device(c.device, w.local_rank, c.backend);
     s.threads = configure_threads(c.threads, w.local_size);
-    if (w.rank != 0) return;  // rank 0 owns the output directory and the checkpoints
-    prepare_out_dir(c.out_dir);
+    if (w.rank != 0) return;   // rank 0 owns the output directory and the checkpoints
+    check_out_dir(c.out_dir);  // created once the run can start (prepare_out_dir)
     ResumeSource src = find_resume(c);
     s.ckpt_path = std::move(src.path);
     s.ckpt_bytes = std::move(src.bytes);
@@ -119,26 +127,109 @@ TrainStart prepare_train(const Config& c, const World& w) {
   return s;
 }
 
+// config.yaml: the settings a fresh run starts with. A resumed run keeps the file and adds a
+// comment for each setting it changed, with the epoch it took effect from, so that what each
+// epoch ran with can be read off it (the checkpoints hold the latest settings).
+void write_run_config(const Config& c, const Checkpoint* ckpt, const std::vector<SettingChange>& changes) {
+  const std::string path = c.out_dir + "/config.yaml";
+  if (!ckpt || !std::filesystem::exists(path)) {
+    write_file_atomic(path, to_yaml(ckpt ? ckpt->config() : c));
+    if (!ckpt) return;
+  }
+  if (changes.empty()) return;
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  const auto& p = ckpt->progress();
+  text += fmt::format(
+      "# resumed from {} after epoch {}{} (global step {}), with changed settings:\n", ckpt->path(), p.epoch,
+      p.step_in_epoch ? fmt::format(" and {} steps of epoch {}", p.step_in_epoch, p.epoch + 1) : "", p.global_step);
+  for (const auto& ch : changes) text += fmt::format("#   {}: {}  (was {})\n", ch.name, ch.now, ch.was);
+  write_file_atomic(path, text);
+}
+
 // Rank 0: config.yaml, the start-up table, and what the run starts from.
 void announce_train(const Config& c, const World& w, const TrainStart& s, const Communicator& comm, Trainer& trainer,
                     const Checkpoint* ckpt, int64_t train_images, int64_t test_images) {
-  write_file_atomic(c.out_dir + "/config.yaml", to_yaml(c));
+  const auto changes = ckpt ? changed_settings(ckpt->config(), c) : std::vector<SettingChange>{};
+  write_run_config(c, ckpt, changes);
   log_startup(c, w, s.device, s.threads, comm, trainer, count_parameters(trainer.model()), train_images, test_images);
-  if (!ckpt && std::filesystem::exists(c.out_dir + "/checkpoints/last.pt")) {
-    spdlog::warn("warning: --resume {}: starting afresh in {}; its metrics.csv and checkpoints will be replaced",
-                 c.resume, c.out_dir);
+  if (c.batch_size > train_images) {
+    spdlog::warn(
+        "warning: --batch-size {} is larger than the training set ({} images): each epoch is one step of {} images",
+        c.batch_size, train_images, train_images);
+  }
+  if (!s.moved_aside.empty()) {
+    spdlog::warn("warning: --resume none: {} held a previous run; moved it, whole, to {}", c.out_dir, s.moved_aside);
   }
   if (ckpt) {
     const auto& p = ckpt->progress();
     spdlog::info("resuming from {} (epoch {} done{}, global step {})", ckpt->path(), p.epoch,
                  p.step_in_epoch ? fmt::format(", epoch {} stopped after step {}", p.epoch + 1, p.step_in_epoch) : "",
                  p.global_step);
+    // What differs from the run that wrote the checkpoint: allowed, said, and kept in config.yaml.
+    for (const auto& ch : changes) {
+      if (ch.name == "epochs") {  // the usual change: more epochs
+        spdlog::info("resuming with --epochs {} (the checkpoint's run had {})", ch.now, ch.was);
+        continue;
+      }
+      spdlog::warn(
+          "warning: resuming with --{} {} (the checkpoint's run had {}): from epoch {}{} on; noted in {}/config.yaml",
+          ch.name, ch.now, ch.was, p.epoch + 1, p.step_in_epoch ? fmt::format(" step {}", p.step_in_epoch + 1) : "",
+          c.out_dir);
+    }
+  }
+}
+
+std::string wall_clock(double seconds) {
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60)
+                   : fmt::format("{}:{:02d}", s / 60, s % 60);
+}
+
+// Rank 0, at the end of a run: what it reached, where each output is, what to run next.
+void summarize_run(const Config& c, int64_t first_epoch, double seconds) {
+  namespace fs = std::filesystem;
+  std::vector<EpochMetrics> rows;
+  try {
+    rows = read_metrics(c.out_dir + "/metrics.csv");
+  } catch (const std::exception&) {
+  }
+  if (!rows.empty()) {
+    const auto& last = rows.back();
+    const auto best = *std::min_element(rows.begin(), rows.end(),
+                                        [](const auto& a, const auto& b) { return a.test_loss < b.test_loss; });
+    spdlog::info(
+        "==> done: epoch {} of {} ({} this run, {}): train loss {:.4f}, test loss {:.4f}; best test loss {:.4f} "
+        "at epoch {}",
+        last.epoch, c.epochs, std::max<int64_t>(0, last.epoch - first_epoch), wall_clock(seconds), last.train_loss,
+        last.test_loss, best.test_loss, best.epoch);
+  }
+  std::vector<std::string> outputs;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(c.out_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory()) {
+      outputs.push_back(name);
+      continue;
+    }
+    int64_t files = 0;
+    for (const auto& f : fs::directory_iterator(e.path(), ec)) files += f.is_regular_file() ? 1 : 0;
+    outputs.push_back(fmt::format("{}/ ({} file{})", name, files, files == 1 ? "" : "s"));
+  }
+  std::sort(outputs.begin(), outputs.end());
+  spdlog::info("outputs in {}: {}", c.out_dir, fmt::join(outputs, ", "));
+  const std::string last_pt = c.out_dir + "/checkpoints/last.pt";
+  if (fs::exists(last_pt)) {
+    spdlog::info("next: vae_ddp eval --checkpoint {}", last_pt);
+    spdlog::info("      vae_ddp sample --checkpoint {} --out {}/samples.png", last_pt, c.out_dir);
   }
 }
 
 }  // namespace
 
 int train_command(const Config& c, const World& w) {
+  const auto t0 = std::chrono::steady_clock::now();
   TrainStart start = prepare_train(c, w);
   std::unique_ptr<Checkpoint> ckpt;
   Dataset train, test;
@@ -149,6 +240,9 @@ int train_command(const Config& c, const World& w) {
     }
     train = load_dataset(c, Split::kTrain);
     test = load_dataset(c, Split::kTest);
+    if (w.rank != 0) return;
+    if (c.resume == "none") start.moved_aside = move_previous_run_aside(c.out_dir);
+    prepare_out_dir(c.out_dir);
   });
   start.ckpt_bytes.clear();
   const int64_t train_images = train.size(), test_images = test.size();
@@ -165,7 +259,10 @@ int train_command(const Config& c, const World& w) {
     }
     return kExitOk;
   }
-  spdlog::info("outputs in {}: metrics.csv, config.yaml, samples/, reconstructions/, checkpoints/last.pt", c.out_dir);
+  if (w.rank == 0) {
+    summarize_run(c, ckpt ? ckpt->progress().epoch : 0,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   return kExitOk;
 }
 
@@ -196,18 +293,38 @@ int eval_command(const EvalOptions& o, const World& w) {
   const int64_t seed = o.seed >= 0 ? o.seed : ckpt->config().seed;
   const bool binarize = ckpt->config().binarize == Binarize::kDynamic;  // evaluate as the model was trained
   const EvalResult r = evaluate(model, test, seed, device, *comm, binarize);
+  // K = 5000 takes minutes: rank 0 shows how far it is, on stderr (stdout holds the result).
+  const auto t_iw = std::chrono::steady_clock::now();
+  int last_tenth = 0;
+  const EvalProgress show = [&](int64_t done, int64_t total) {
+    if (w.rank != 0 || total == 0) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_iw).count();
+    const std::string line = fmt::format("importance-weighted NLL (K = {}): {}/{} images ({:.0f}%), {} elapsed, ETA {}",
+                                         o.iw_samples, done, total, 100.0 * done / total, wall_clock(s),
+                                         wall_clock(s * static_cast<double>(total - done) / static_cast<double>(done)));
+    if (isatty(STDERR_FILENO) == 1) {
+      fmt::print(stderr, "\r\033[K{}{}", line, done == total ? "\n" : "");
+    } else if (const int tenth = static_cast<int>(10 * done / total); tenth > last_tenth) {
+      last_tenth = tenth;  // not a terminal: a line at each tenth
+      fmt::print(stderr, "{}\n", line);
+    }
+    std::fflush(stderr);
+  };
   const double iw =
-      o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize) : 0.0;
+      o.iw_samples > 0 ? importance_weighted_nll(model, test, seed, o.iw_samples, device, *comm, binarize, show) : 0.0;
   if (w.rank != 0) return kExitOk;
+  const std::string recon = name_of(ckpt->config().recon_loss);
   if (o.json) {
     JsonObject json;
     json.add("checkpoint", o.checkpoint).add("epoch", ckpt->progress().epoch).add("seed", seed);
-    json.add("images", r.images).add("test_loss", r.loss).add("test_bce", r.bce).add("test_kld", r.kld);
+    json.add("images", r.images).add("test_loss", r.loss).add("test_" + recon, r.bce).add("test_kld", r.kld);
     if (o.iw_samples > 0) json.add("iw_samples", o.iw_samples).add("iw_nll", iw);
     fmt::print("{}\n", json.str());
   } else {
-    fmt::print("{} (epoch {}): test loss {:.4f} nats/image (bce {:.4f}, kld {:.4f}) over {} images, seed {}\n",
-               o.checkpoint, ckpt->progress().epoch, r.loss, r.bce, r.kld, r.images, seed);
+    // MSE is a squared error, not a log-likelihood: its loss is not in nats.
+    fmt::print("{} (epoch {}): test loss {:.4f} {} ({} {:.4f}, kld {:.4f}) over {} images, seed {}\n", o.checkpoint,
+               ckpt->progress().epoch, r.loss, recon == "bce" ? "nats/image" : "per image (squared error + KL)", recon,
+               r.bce, r.kld, r.images, seed);
     if (o.iw_samples > 0) fmt::print("importance-weighted NLL (K = {}): {:.4f} nats/image\n", o.iw_samples, iw);
   }
   std::fflush(stdout);
@@ -220,9 +337,13 @@ int picture_command(const PictureOptions& o) {
   VAE model = open_model(ckpt, device);
   const Config& trained = ckpt.config();
   if (o.kind == "manifold") {
-    write_manifold(model, o.out, o.side, o.label);
+    if (o.label >= 0 && !trained.conditional) {
+      throw UsageError(
+          fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label, o.checkpoint));
+    }
+    write_manifold(model, o.out, o.side, std::max<int64_t>(o.label, 0));
   } else {
-    const Dataset test = load_dataset(data_config(trained, o.data_dir, /*verify_md5=*/false), Split::kTest);
+    const Dataset test = load_dataset(data_config(trained, o.data_dir, o.verify_md5), Split::kTest);
     if (o.kind == "latent-map") {
       write_latent_map(model, test, class_names(trained.dataset), o.out);
     } else {
@@ -316,20 +437,38 @@ std::string save_state_dict(const c10::impl::GenericDict& dict) {
 
 }  // namespace
 
-int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir) {
+int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir,
+                   bool verify_md5) {
   const Checkpoint ckpt(checkpoint, torch::kCPU);
   VAE model = open_model(ckpt, torch::kCPU);
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
   for (const auto& p : model->named_parameters()) dict.insert(p.key(), p.value().detach().clone());
   for (const auto& b : model->named_buffers()) dict.insert(b.key(), b.value().detach().clone());
+  // The check file's images first: a wrong --data-dir writes nothing.
+  const Config data = data_config(ckpt.config(), data_dir, verify_md5);
+  const Dataset test = load_dataset(data.dataset, resolved_data_dir(data), Split::kTest, verify_md5, /*limit=*/8);
   write_file_atomic(out, save_state_dict(dict));
-  const Config data = data_config(ckpt.config(), data_dir, /*verify_md5=*/false);
-  const Dataset test = load_dataset(data.dataset, resolved_data_dir(data), Split::kTest, false, /*limit=*/8);
   torch::NoGradGuard no_grad;
   const ForwardExtras labels{test.labels};
   write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits
   fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
              out);
+  // The Python that loads it: tests/oracle/reference.py's TunedVAE, built for this model.
+  const Config& t = ckpt.config();
+  if (t.activation == Activation::kRelu && !t.batch_norm) {
+    fmt::print(
+        "load: sys.path.insert(0, \"tests/oracle\"); from reference import TunedVAE\n"
+        "      model = TunedVAE([{}], {}{}); model.load_state_dict(torch.load(\"{}\"))\n",
+        fmt::join(t.hidden_dims, ", "), t.latent_dim, t.conditional ? ", classes=10" : "", out);
+    if (t.conditional) {
+      fmt::print("      conditional: model.encode(x, labels), model.decode(z, labels) (labels 0..9)\n");
+    }
+  } else {
+    fmt::print(
+        "load: the state dict's keys and shapes are model.named_parameters() of {} (TunedVAE has ReLU and no "
+        "BatchNorm only)\n",
+        describe_architecture(t));
+  }
   return kExitOk;
 }
 
@@ -357,6 +496,10 @@ int inspect_command(const std::string& checkpoint) {
   const TrainProgress& pr = ckpt.progress();
   JsonObject json;
   json.add("checkpoint", checkpoint).add("architecture", describe_architecture(ckpt.config()));
+  // The settings of the run that wrote it, as config.yaml writes them.
+  JsonObject config;
+  for (const auto& f : config_fields()) config.add(f.name, field_to_string(ckpt.config(), f));
+  json.add("config", config);
   json.add("epoch", pr.epoch).add("global_step", pr.global_step).add("step_in_epoch", pr.step_in_epoch);
   json.add("adam_step", adam.steps()).add("loss_scale", pr.scaler.scale);
   json.add("scale_growth_tracker", pr.scaler.growth_tracker);

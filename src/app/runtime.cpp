@@ -78,6 +78,68 @@ std::string blas_name() {
   return found.empty() ? "unknown" : found;
 }
 
+void check_out_file(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec)) {
+    throw UsageError(fmt::format("{} {}: cannot write it: {} is not a directory", flag, path, dir.string()));
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(fmt::format("{} {}: cannot write it: {}: {}", flag, path, dir.string(), std::strerror(errno)));
+  }
+  if (fs::is_directory(path, ec)) throw UsageError(fmt::format("{} {}: is a directory", flag, path));
+}
+
+void check_out_dir(const std::string& out_dir, const std::string& flag) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p = fs::absolute(out_dir, ec);
+  while (!p.empty() && !fs::exists(p, ec)) {
+    if (p == p.parent_path()) break;
+    p = p.parent_path();
+  }
+  if (!fs::is_directory(p, ec)) {
+    throw UsageError(fmt::format("{} {}: cannot create it: {} is not a directory", flag, out_dir, p.string()));
+  }
+  if (::access(p.c_str(), W_OK | X_OK) != 0) {
+    throw UsageError(fmt::format("{} {}: not writable: {}: {}", flag, out_dir, p.string(), std::strerror(errno)));
+  }
+}
+
+std::string move_previous_run_aside(const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(out_dir, ec)) return "";
+  bool has_run = false;
+  for (const char* name : {"metrics.csv", "config.yaml", "checkpoints", "samples", "reconstructions"}) {
+    has_run = has_run || fs::exists(fs::path(out_dir) / name, ec);
+  }
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    has_run = has_run || e.path().filename().string().rfind("events.out.tfevents", 0) == 0;
+  }
+  if (!has_run) return "";
+  fs::path dir = fs::absolute(out_dir, ec).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing '/'
+  if (dir == fs::current_path(ec) || dir == dir.root_path()) {
+    throw UsageError(
+        fmt::format("--resume none: {} holds a previous run, and it cannot be moved aside from inside it; "
+                    "pass another --out-dir, or move the old run away yourself",
+                    out_dir));
+  }
+  for (int n = 1;; ++n) {
+    const fs::path aside = dir.string() + ".previous-" + std::to_string(n);
+    if (fs::exists(aside, ec)) continue;
+    fs::rename(dir, aside, ec);
+    if (ec) {
+      throw UsageError(fmt::format("--resume none: {} holds a previous run and cannot be moved to {}: {}", out_dir,
+                                   aside.string(), ec.message()));
+    }
+    return aside.string();
+  }
+}
+
 void prepare_out_dir(const std::string& out_dir) {
   std::error_code ec;
   for (const char* sub : {"", "/samples", "/reconstructions", "/checkpoints"}) {

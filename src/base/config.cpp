@@ -246,12 +246,38 @@ const std::vector<OldOption>& old_options() {
   return old;
 }
 
+std::string closest_name(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_distance = 3;
+  for (const auto& name : names) {
+    // Levenshtein distance, one row at a time.
+    std::vector<size_t> row(name.size() + 1);
+    for (size_t j = 0; j <= name.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= word.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= name.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] == name[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    if (row[name.size()] < best_distance && 2 * row[name.size()] < word.size()) {
+      best_distance = row[name.size()];
+      best = name;
+    }
+  }
+  return best;
+}
+
 Config load_yaml_string(const std::string& text, const std::string& origin, Config base, bool warn_old_keys) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw UsageError(fmt::format("{}: not valid YAML: {}", origin, e.msg));
+    if (e.mark.is_null()) throw UsageError(fmt::format("{}: not valid YAML: {}", origin, e.msg));
+    throw UsageError(
+        fmt::format("{}: line {}, column {}: not valid YAML: {}", origin, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
   if (root.IsNull()) return base;
   if (!root.IsMap()) throw UsageError(fmt::format("{}: expected a mapping of option: value", origin));
@@ -262,7 +288,13 @@ Config load_yaml_string(const std::string& text, const std::string& origin, Conf
     auto it = std::find_if(fields.begin(), fields.end(), [&](const Field& f) { return yaml_key(f) == key; });
     const auto& old = old_options();
     auto was = std::find_if(old.begin(), old.end(), [&](const OldOption& o) { return underscored(o.name) == key; });
-    if (it == fields.end() && was == old.end()) throw UsageError(fmt::format("{}: unknown key '{}'", origin, key));
+    if (it == fields.end() && was == old.end()) {
+      std::vector<std::string> keys;
+      for (const auto& f : fields) keys.push_back(yaml_key(f));
+      const std::string near = closest_name(key, keys);
+      throw UsageError(fmt::format("{}: line {}: unknown key '{}'{}", origin, kv.first.Mark().line + 1, key,
+                                   near.empty() ? "" : fmt::format("; did you mean '{}'?", near)));
+    }
     const std::string where = fmt::format("{}: key '{}'", origin, key);
     const YAML::Node& value = kv.second;
     if (it == fields.end()) {

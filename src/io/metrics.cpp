@@ -11,16 +11,15 @@
 
 namespace vae {
 
-namespace {
+std::string metrics_header(const std::string& recon) {
+  return fmt::format("epoch,train_loss,train_{0},train_kld,beta,test_loss,test_{0},test_kld,images_per_s,seconds",
+                     recon);
+}
 
-constexpr const char* kHeader =
-    "epoch,train_loss,train_bce,train_kld,beta,test_loss,test_bce,test_kld,images_per_s,seconds";
-
-}  // namespace
-
-MetricsWriter::MetricsWriter(std::string path, int64_t keep_through) : path_(std::move(path)) {
+MetricsWriter::MetricsWriter(std::string path, int64_t keep_through, const std::string& recon)
+    : path_(std::move(path)) {
   // A resumed run keeps the rows it continues from and drops any written after them.
-  std::string kept = std::string(kHeader) + "\n";
+  std::string kept = metrics_header(recon) + "\n";
   std::ifstream in(path_);
   std::string line;
   bool header = true;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -33,7 +34,21 @@ std::string render_progress(int64_t epoch, int64_t epochs, int64_t done, int64_t
                      std::string(static_cast<size_t>(width - filled), '-'), 100 * frac, done, total, rate, loss, eta);
 }
 
-bool stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }
+bool names_a_terminal(const std::string& path) {
+  return path.rfind("/dev/pts/", 0) == 0 || path.rfind("/dev/tty", 0) == 0 || path == "/dev/console";
+}
+
+bool stdout_is_terminal() {
+  if (isatty(STDOUT_FILENO) != 1) return false;
+  // Open MPI hands the ranks it starts a pseudo-terminal whatever mpirun's own stdout is, so
+  // under a launcher the terminal that counts is the launcher's (this rank's parent: mpirun
+  // starts the ranks of its own node itself). Where it cannot be read: not a terminal.
+  if (!std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("PMIX_RANK")) return true;
+  char target[256] = {0};
+  const std::string fd = fmt::format("/proc/{}/fd/1", static_cast<long>(getppid()));
+  const ssize_t n = readlink(fd.c_str(), target, sizeof(target) - 1);
+  return n > 0 && names_a_terminal(std::string(target, static_cast<size_t>(n)));
+}
 
 ProgressBar::ProgressBar(bool enabled, int64_t epoch, int64_t epochs, int64_t total_images)
     : enabled_(enabled),

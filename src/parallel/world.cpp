@@ -33,8 +33,8 @@ std::string host_name() {
 std::string describe_nodes(const World& w) {
   const auto& n = w.nodes;
   if (n.size() <= 1) return n.empty() ? w.host : n.front();
-  std::string shown = n.size() <= 4 ? fmt::format("{}", fmt::join(n, ", "))
-                                    : fmt::format("{}, {}, ..., {}", n[0], n[1], n.back());
+  std::string shown =
+      n.size() <= 4 ? fmt::format("{}", fmt::join(n, ", ")) : fmt::format("{}, {}, ..., {}", n[0], n[1], n.back());
   return fmt::format("{} nodes ({})", n.size(), shown);
 }
 
@@ -67,6 +67,14 @@ void mpi_failure(const std::string& message) {
 }
 
 bool built_with_mpi() { return true; }
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  if (MPI_Get_library_version(text, &len) != MPI_SUCCESS) return "unknown";
+  std::string line(text, static_cast<size_t>(std::max(0, len)));
+  return line.substr(0, line.find_first_of("\r\n"));
+}
 
 WorldSession::WorldSession() {
   world_.host = host_name();
@@ -152,6 +160,7 @@ std::pair<int, int> agree_on_failure(const World& w, int local_code) {
 #else  // !VAE_WITH_MPI: one process, every collective is the identity.
 
 bool built_with_mpi() { return false; }
+std::string mpi_library_version() { return ""; }
 
 WorldSession::WorldSession() {
   world_.host = host_name();

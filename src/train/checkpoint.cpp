@@ -246,7 +246,7 @@ Checkpoint::Checkpoint(const std::string& path, const std::string& file_bytes, t
     for (int64_t i = 0; i < expected; ++i) progress_.partial_sums[i] = sums[i].item<double>();
     progress_.partial_seconds = read_tensor(*archive_, "partial_seconds").item<double>();
     config_ = load_yaml_string(tensor_to_string(read_tensor(*archive_, "config_yaml")), path + " (config)", Config{},
-                                /*warn_old_keys=*/false);
+                               /*warn_old_keys=*/false);
   } catch (const UsageError&) {
     throw;
   } catch (const std::exception& e) {
@@ -304,12 +304,47 @@ void Checkpoint::restore_rng() const {
   gen.set_state(read_tensor(*archive_, "cpu_rng_state").to(torch::kCPU));
 }
 
+namespace {
+
+// Settings a resumed run cannot change, and those that shape only the run, not what it trains.
+const char* const kFixedOnResume[] = {"dataset", "train-limit", "binarize", "batch-size", "seed", "recon-loss"};
+const char* const kRunOnly[] = {
+    "data-dir",         "download",         "verify-md5",   "out-dir", "log-every", "sample-every",
+    "checkpoint-every", "keep-checkpoints", "resume",       "requeue", "threads",   "world",
+    "device",           "backend",          "comm-timeout", "profile", "step"};
+
+bool listed(const char* const* begin, const char* const* end, const std::string& name) {
+  return std::find_if(begin, end, [&](const char* n) { return name == n; }) != end;
+}
+
+}  // namespace
+
+std::vector<SettingChange> changed_settings(const Config& was, const Config& now) {
+  std::vector<SettingChange> out;
+  for (const auto& f : config_fields()) {
+    if (listed(std::begin(kRunOnly), std::end(kRunOnly), f.name)) continue;
+    const std::string a = field_to_string(was, f), b = field_to_string(now, f);
+    if (a != b) out.push_back({f.name, a, b});
+  }
+  return out;
+}
+
 void check_resumable(const Checkpoint& ckpt, const Config& config) {
-  if (same_architecture(ckpt.config(), config)) return;
-  throw UsageError(
-      fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
-                  "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
-                  ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
+  if (!same_architecture(ckpt.config(), config)) {
+    throw UsageError(
+        fmt::format("--resume {}: the checkpoint holds a {} model but the config asks for {}; "
+                    "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
+                    ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
+  }
+  for (const auto& f : config_fields()) {
+    if (!listed(std::begin(kFixedOnResume), std::end(kFixedOnResume), f.name)) continue;
+    const std::string was = field_to_string(ckpt.config(), f), now = field_to_string(config, f);
+    if (was == now) continue;
+    throw UsageError(
+        fmt::format("--{} {}: {} was trained with --{} {}, which a resumed run cannot change; "
+                    "keep it, or pass --resume none or another --out-dir to start a new run",
+                    f.name, now.empty() ? "\"\"" : now, ckpt.path(), f.name, was.empty() ? "\"\"" : was));
+  }
 }
 
 }  // namespace vae

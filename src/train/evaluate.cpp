@@ -65,7 +65,7 @@ torch::Tensor log_weights(VAE& model, const torch::Tensor& x, const torch::Tenso
 }  // namespace
 
 double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
-                               Communicator& comm, bool binarize) {
+                               Communicator& comm, bool binarize, const EvalProgress& progress) {
   EvalMode eval(model);
   const int rank = comm.world().rank, world = comm.world().size;
   const int64_t n = data.size(), latent = model->latent_dim();
@@ -106,6 +106,8 @@ double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, in
       }
       total += (acc - std::log(static_cast<double>(samples))).sum();
     }
+    // This rank's share done, scaled to the whole test set (the ranks move in step).
+    if (progress) progress(std::min(n, d_end * world), n);
   }
   comm.allreduce_sum(total);
   return n > 0 ? -total.item<double>() / static_cast<double>(n) : 0.0;

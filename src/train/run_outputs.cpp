@@ -26,14 +26,20 @@ std::string epoch_file(const std::string& dir, int64_t epoch, const char* ext) {
 
 RunOutputs::RunOutputs(bool writer, const Config& c, VAE& model, const FlatAdam& adam, const TrainProgress& progress,
                        const Dataset& test)
-    : writer_(writer), config_(c), model_(model), adam_(adam), progress_(progress), test_(test) {
+    : writer_(writer),
+      config_(c),
+      model_(model),
+      adam_(adam),
+      progress_(progress),
+      test_(test),
+      recon_(name_of(c.recon_loss)) {
   auto gen = make_generator(c.seed, Stream::kSample);
   sample_z_ = torch::randn({kSampleCount, c.latent_dim}, gen, torch::kFloat32).to(test.images.device());
 }
 
 void RunOutputs::begin_run(bool training) {
   if (!writer_) return;
-  metrics_ = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch);
+  metrics_ = std::make_unique<MetricsWriter>(config_.out_dir + "/metrics.csv", progress_.epoch, recon_);
   if (training) tb_ = std::make_unique<EventWriter>(config_.out_dir + "/tb");
 }
 
@@ -45,14 +51,16 @@ void RunOutputs::begin_epoch(int64_t epoch, int64_t images) {
 
 void RunOutputs::log_step(int64_t epoch, int64_t done_images, int64_t global_step, const StepLosses& l) {
   if (tb_) {
-    for (const auto& [tag, v] :
-         {std::pair{"step/loss", l.loss}, {"step/bce", l.bce}, {"step/kld", l.kld}, {"step/beta", l.beta}}) {
+    for (const auto& [tag, v] : {std::pair{std::string("step/loss"), l.loss},
+                                 {"step/" + recon_, l.bce},
+                                 {std::string("step/kld"), l.kld},
+                                 {std::string("step/beta"), l.beta}}) {
       tb_->scalar(tag, v, global_step);
     }
   }
   if (bar_) return;  // on a terminal the bar shows progress instead
-  spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  bce {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch, done_images,
-               epoch_images_, 100.0 * done_images / epoch_images_, l.loss, l.bce, l.kld, l.beta);
+  spdlog::info("epoch {} [{:>6}/{} {:3.0f}%]  loss {:8.3f}  {} {:8.3f}  kld {:7.3f}  beta {:.3g}", epoch, done_images,
+               epoch_images_, 100.0 * done_images / epoch_images_, l.loss, recon_, l.bce, l.kld, l.beta);
 }
 
 void RunOutputs::end_epoch(int64_t epoch, const EpochStats& train, const EvalResult& test) {
@@ -63,19 +71,25 @@ void RunOutputs::end_epoch(int64_t epoch, const EpochStats& train, const EvalRes
     }
     metrics_->append(
         {epoch, train.loss, train.bce, train.kld, train.beta, test.loss, test.bce, test.kld, ips, train.seconds});
-    if (plots_available()) write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png");
-    const std::pair<const char*, double> scalars[] = {{"epoch/train_loss", train.loss}, {"epoch/train_bce", train.bce},
-                                                      {"epoch/train_kld", train.kld},   {"epoch/beta", train.beta},
-                                                      {"epoch/test_loss", test.loss},   {"epoch/test_bce", test.bce},
-                                                      {"epoch/test_kld", test.kld},     {"epoch/images_per_s", ips}};
+    if (plots_available()) {
+      write_loss_curves(config_.out_dir + "/metrics.csv", config_.out_dir + "/loss_curves.png", recon_);
+    }
+    const std::pair<std::string, double> scalars[] = {
+        {"epoch/train_loss", train.loss}, {"epoch/train_" + recon_, train.bce}, {"epoch/train_kld", train.kld},
+        {"epoch/beta", train.beta},       {"epoch/test_loss", test.loss},       {"epoch/test_" + recon_, test.bce},
+        {"epoch/test_kld", test.kld},     {"epoch/images_per_s", ips}};
     for (const auto& [tag, v] : scalars) tb_->scalar(tag, v, epoch);
     tb_->flush();
     write_checkpoints(epoch);
   }
+  // β: one value, or where the schedule moved during the epoch its first and last step's.
+  const std::string beta = train.first_beta == train.beta
+                               ? fmt::format("beta {:.3g}", train.beta)
+                               : fmt::format("beta {:.3g}→{:.3g}", train.first_beta, train.beta);
   spdlog::info(
-      "==> epoch {}/{}  train loss {:.4f} (bce {:.4f}, kld {:.4f}, beta {:.3g})  test loss {:.4f}  "
+      "==> epoch {}/{}  train loss {:.4f} ({} {:.4f}, kld {:.4f}, {})  test loss {:.4f}  "
       "{:.2f} s  {:.0f} img/s{}",
-      epoch, config_.epochs, train.loss, train.bce, train.kld, train.beta, test.loss, train.seconds, ips,
+      epoch, config_.epochs, train.loss, recon_, train.bce, train.kld, beta, test.loss, train.seconds, ips,
       train.skipped_steps ? fmt::format("  ({} fp16 steps skipped)", train.skipped_steps) : "");
 }
 
@@ -99,10 +113,10 @@ void RunOutputs::write_images(int64_t epoch) {
   write_grid_png(epoch_file(config_.out_dir + "/reconstructions", epoch, "png"), pair, /*cols=*/x.size(0));
   // The latest pictures of the latent space, replaced at each sample epoch.
   if (plots_available()) {
-    write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/latent_map.png");
+    write_latent_map(model_, test_, class_names(config_.dataset), config_.out_dir + "/" + picture_file("latent-map"));
   }
-  if (config_.latent_dim == 2) write_manifold(model_, config_.out_dir + "/manifold.png");
-  write_interpolations(model_, test_, config_.out_dir + "/interpolation.png");
+  if (config_.latent_dim == 2) write_manifold(model_, config_.out_dir + "/" + picture_file("manifold"));
+  write_interpolations(model_, test_, config_.out_dir + "/" + picture_file("interpolate"));
 }
 
 void RunOutputs::save(const std::string& path, int64_t epoch) {

@@ -309,6 +309,7 @@ EpochStats Trainer::finish_epoch(int64_t epoch, torch::Tensor& total, double sec
   s.bce = sums[kBce].item<double>() / images;
   s.kld = sums[kKld].item<double>() / images;
   s.beta = schedule_.at(progress_.global_step - 1);
+  s.first_beta = schedule_.at(std::max<int64_t>(0, progress_.global_step - steps_per_epoch()));
   s.seconds = seconds;
   return s;
 }

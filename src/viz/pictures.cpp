@@ -108,17 +108,26 @@ void write_interpolations(VAE& model, const Dataset& data, const std::string& pa
   write_grid_png(path, rows.reshape({-1, kImageSide, kImageSide}), steps + 2);
 }
 
-void write_loss_curves(const std::string& metrics_csv, const std::string& path) {
+std::string picture_file(const std::string& kind) {
+  if (kind == "latent-map") return "latent_map.png";
+  if (kind == "interpolate") return "interpolation.png";
+  return kind + ".png";
+}
+
+void write_loss_curves(const std::string& metrics_csv, const std::string& path, const std::string& recon) {
   const auto rows = read_metrics(metrics_csv);
   using M = EpochMetrics;
+  const bool nats = recon == "bce";  // MSE is a squared error, not a log-likelihood
+  const std::string units = nats ? "nats per image" : "per image";
   write_line_plot(path, {
-                            {"Loss (negative ELBO, beta-weighted in training)",
+                            {nats ? "Loss (negative ELBO, beta-weighted in training)"
+                                  : "Loss (squared error + beta * KL in training)",
                              "epoch",
-                             "nats per image",
+                             units,
                              {series("train", rows, &M::train_loss), series("test", rows, &M::test_loss)}},
-                            {"Reconstruction term (BCE)",
+                            {nats ? "Reconstruction term (BCE)" : "Reconstruction term (MSE, summed over pixels)",
                              "epoch",
-                             "nats per image",
+                             units,
                              {series("train", rows, &M::train_bce), series("test", rows, &M::test_bce)}},
                             {"KL divergence (KLD)",
                              "epoch",

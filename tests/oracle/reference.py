@@ -58,6 +58,12 @@ def load_split(data_dir, train, limit=0):
     return torch.from_numpy(images.reshape(-1, PIXELS).astype(np.float32) / 255.0)
 
 
+def load_labels(data_dir, train, limit=0):
+    prefix = "train" if train else "t10k"
+    labels = read_idx(os.path.join(data_dir, prefix + "-labels-idx1-ubyte"))
+    return torch.from_numpy(labels[:limit] if limit else labels).long()
+
+
 # --- models -------------------------------------------------------------------------------
 
 class SeedVAE(torch.nn.Module):
@@ -86,19 +92,33 @@ def mlp(widths):
 
 
 class TunedVAE(torch.nn.Module):
-    """vae_ddp's layout: encoder.0, fused head (mu | logvar), decoder.0, decoder.2; logits out."""
+    """vae_ddp's layout: encoder.0, fused head (mu | logvar), decoder.0, decoder.2; logits out.
+    classes=10: the conditional model (--conditional), whose encoder and decoder take the
+    label's one-hot vector after their input: encode(x, labels), decode(z, labels)."""
 
-    def __init__(self, hidden=(400,), latent=20):
+    def __init__(self, hidden=(400,), latent=20, classes=0):
         super().__init__()
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        self.encoder = mlp([PIXELS] + hidden)
+        self.classes = classes
+        self.encoder = mlp([PIXELS + classes] + hidden)
         self.head = torch.nn.Linear(hidden[-1], 2 * latent)
-        self.decoder = mlp([latent] + hidden[::-1])
+        self.decoder = mlp([latent + classes] + hidden[::-1])
         self.decoder.append(torch.nn.Linear(hidden[0], PIXELS))
 
-    def forward(self, x, eps):
-        mu, logvar = self.head(self.encoder(x)).chunk(2, dim=1)
-        return self.decoder(mu + torch.exp(0.5 * logvar) * eps), mu, logvar
+    def with_label(self, h, labels):
+        if not self.classes:
+            return h
+        return torch.cat([h, F.one_hot(labels.long(), self.classes).to(h.dtype)], dim=1)
+
+    def encode(self, x, labels=None):
+        return self.head(self.encoder(self.with_label(x, labels))).chunk(2, dim=1)
+
+    def decode(self, z, labels=None):
+        return self.decoder(self.with_label(z, labels))
+
+    def forward(self, x, eps, labels=None):
+        mu, logvar = self.encode(x, labels)
+        return self.decode(mu + torch.exp(0.5 * logvar) * eps, labels), mu, logvar
 
 
 def kld_rows(mu, logvar):
@@ -266,16 +286,18 @@ def check_export(path, data_dir, tolerance=1e-5):
     hidden = [state["encoder.%d.weight" % (2 * i)].shape[0] for i in range(len(state) // 2)
               if "encoder.%d.weight" % (2 * i) in state]
     latent = state["head.weight"].shape[0] // 2
-    model = TunedVAE(hidden, latent)
+    classes = state["encoder.0.weight"].shape[1] - PIXELS  # 10 for a conditional model
+    model = TunedVAE(hidden, latent, classes)
     model.load_state_dict(state, strict=True)
     x = load_split(data_dir, False, limit=8)
+    labels = load_labels(data_dir, False, limit=8)
     with torch.no_grad():
-        mu, _ = model.head(model.encoder(x)).chunk(2, dim=1)
-        logits = model.decoder(mu)
+        mu, _ = model.encode(x, labels)
+        logits = model.decode(mu, labels)
     expected = torch.from_numpy(np.load(path + ".check.npy"))
     err = ((logits - expected).abs().max() / expected.abs().max()).item()
-    print("check-export: %s loads into TunedVAE(%s, %d); largest relative difference %.3g (tolerance %g)"
-          % (path, hidden, latent, err, tolerance))
+    print("check-export: %s loads into TunedVAE(%s, %d%s); largest relative difference %.3g (tolerance %g)"
+          % (path, hidden, latent, ", classes=%d" % classes if classes else "", err, tolerance))
     sys.exit(0 if err <= tolerance else 1)
 
 

@@ -40,14 +40,15 @@ int sample_command(const SampleOptions& options);
 // `vae_ddp latent-map | manifold | interpolate --checkpoint X [--out F.png]`: the
 // pictures training writes (pictures.h), from a checkpoint, on the test split.
 struct PictureOptions {
-  std::string kind;        // latent-map | manifold | interpolate
-  std::string checkpoint;  // required
-  std::string out;         // PNG path; "" = <kind>.png
-  std::string data_dir;    // "" = the dataset the checkpoint was trained on
-  int64_t side = 20;       // manifold: images per side
-  int64_t label = 0;       // manifold of a conditional model: the class drawn
-  int64_t pairs = 8;       // interpolate: rows
-  int64_t points = 10;     // interpolate: decoded points per row
+  std::string kind;                       // latent-map | manifold | interpolate
+  std::string checkpoint;                 // required
+  std::string out;                        // PNG path (picture_file(kind) unless given)
+  std::string data_dir;                   // "" = the dataset the checkpoint was trained on
+  int64_t side = 20;                      // manifold: images per side
+  int64_t label = -1;                     // manifold of a conditional model: the class drawn (-1: not given, 0)
+  int64_t pairs = 8;                      // interpolate: rows
+  int64_t points = 10;                    // interpolate: decoded points per row
+  bool verify_md5 = Config{}.verify_md5;  // the dataset is checked as eval and train check it
   DeviceKind device = Config{}.device;
 };
 int picture_command(const PictureOptions& options);
@@ -56,7 +57,8 @@ int picture_command(const PictureOptions& options);
 // Python's torch.load reads (torch::pickle_save), with the parameter names of
 // tests/oracle/reference.py's TunedVAE; next to it FILE.check.npy holds the logits of
 // decode(mu) for the first 8 test images, to check a Python reimplementation against.
-int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir);
+int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir,
+                   bool verify_md5 = Config{}.verify_md5);
 
 // `vae_ddp inspect --checkpoint X`: loads the checkpoint through the paths a resumed run
 // takes (model, Adam state, generator, progress) and prints, as JSON, its progress and the

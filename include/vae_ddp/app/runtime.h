@@ -33,8 +33,21 @@ int configure_threads(int64_t threads, int local_ranks);
 // The BLAS library this process has loaded, e.g. "openblas-openmp" or "netlib (slow!)".
 std::string blas_name();
 
-// Creates out_dir and its subfolders and checks that a file can be written there.
-// Throws UsageError naming --out-dir when it cannot.
+// Checks that a file can be written at `path` (named by `flag` in the error): its folder
+// exists and is writable. Throws UsageError, exit 2, before any work.
+void check_out_file(const std::string& path, const std::string& flag);
+
+// Checks, creating nothing, that out_dir can be made and written: it is a writable
+// directory, or its nearest existing parent is. Throws UsageError naming --out-dir.
+void check_out_dir(const std::string& out_dir, const std::string& flag = "--out-dir");
+
+// Creates out_dir and its subfolders, once the run can start, and checks that a file can
+// be written there. Throws UsageError naming --out-dir when it cannot.
 void prepare_out_dir(const std::string& out_dir);
+
+// A fresh start (--resume none) in an out_dir that holds a run's files: out_dir is renamed,
+// whole, to out_dir.previous-N (the first N free) and the new name returned; "" when out_dir
+// holds none of a run's files. Deletes nothing. Throws UsageError where it cannot be moved.
+std::string move_previous_run_aside(const std::string& out_dir);
 
 }  // namespace vae

@@ -112,6 +112,10 @@ const std::vector<Field>& config_fields();
 
 // The YAML key of a field: its flag name with '-' replaced by '_'.
 std::string yaml_key(const Field& f);
+
+// The name among `names` nearest to a misspelled `word` (edit distance at most 2, and less
+// than half its length), for "did you mean"; "" when none is that near.
+std::string closest_name(const std::string& word, const std::vector<std::string>& names);
 // The spellings a choice field takes, in order ("relu", "leaky_relu", "tanh"); empty for
 // the other fields.
 std::vector<std::string> field_choices(const Field& f);

@@ -32,6 +32,10 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
 
+// Whether rank 0's output reaches a terminal: stdout is one and, under an MPI launcher, the
+// launcher's stdout is one too (`mpirun ... > log` gets plain lines).
 bool stdout_is_terminal();
+// "/dev/pts/3", "/dev/tty1", "/dev/console": what a terminal's path looks like.
+bool names_a_terminal(const std::string& path);
 
 }  // namespace vae

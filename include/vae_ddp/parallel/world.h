@@ -14,10 +14,10 @@ namespace vae {
 struct World {
   int rank = 0;
   int size = 1;
-  int local_rank = 0;     // rank among the processes on this node (MPI shared-memory split)
-  int local_size = 1;     // processes on this node
-  bool launched = false;  // started by an MPI launcher (mpirun, srun --mpi=pmix)
-  std::string host;       // this node's name, for error messages
+  int local_rank = 0;              // rank among the processes on this node (MPI shared-memory split)
+  int local_size = 1;              // processes on this node
+  bool launched = false;           // started by an MPI launcher (mpirun, srun --mpi=pmix)
+  std::string host;                // this node's name, for error messages
   std::vector<std::string> nodes;  // every node's name, once, in the order of their lowest rank
 };
 
@@ -32,6 +32,9 @@ bool started_by_launcher();
 int launcher_rank();
 // True when this binary was built with MPI (VAE_WITH_MPI).
 bool built_with_mpi();
+// The MPI library's own first line (MPI_Get_library_version, callable before MPI starts),
+// e.g. "Open MPI v4.1.4, ..."; "" in a build without MPI.
+std::string mpi_library_version();
 
 // Starts MPI (MPI_THREAD_MULTIPLE, so the watchdog may abort the job from its thread)
 // when started by a launcher, and finalizes it on destruction. Throws UsageError when

@@ -91,7 +91,18 @@ void prune_checkpoints(const std::string& dir, int64_t keep);
 std::string read_checkpoint_bytes(const std::string& path);
 
 // Throws UsageError naming the checkpoint when `config` asks for another architecture
-// than the checkpoint holds.
+// than the checkpoint holds, or changes a setting a resumed run cannot change: the data
+// (dataset, train-limit, binarize), the batch size and seed (the order of the batches and
+// the position inside the epoch depend on them), the objective (recon-loss).
 void check_resumable(const Checkpoint& ckpt, const Config& config);
+
+// A setting of a resumed run that differs from the run that wrote the checkpoint.
+struct SettingChange {
+  std::string name, was, now;  // flag name without "--"; values as config.yaml writes them
+};
+// The settings that change what is trained from here on (lr, the KL schedule, precision,
+// the optimizer, epochs, ...): they may change on resume, and are reported. Settings that only
+// shape the run itself (out-dir, logging, threads, device, world, step, ...) are left out.
+std::vector<SettingChange> changed_settings(const Config& was, const Config& now);
 
 }  // namespace vae

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include <torch/torch.h>
 
@@ -33,7 +34,9 @@ EvalResult evaluate(VAE& model, const Dataset& data, int64_t seed, torch::Device
 // drawn and reduced in chunks (a streaming log-sum-exp), so K = 5000 fits in memory. The
 // noise of image i comes from (seed, i), so any world size gives the same estimate.
 // Collective: rank r of W takes images r, r+W, ...
+// Called after each block of images with (images done, all images), on every rank.
+using EvalProgress = std::function<void(int64_t done, int64_t total)>;
 double importance_weighted_nll(VAE& model, const Dataset& data, int64_t seed, int64_t samples, torch::Device device,
-                               Communicator& comm, bool binarize = false);
+                               Communicator& comm, bool binarize = false, const EvalProgress& progress = {});
 
 }  // namespace vae

@@ -67,6 +67,7 @@ class RunOutputs {
   const FlatAdam& adam_;
   const TrainProgress& progress_;
   const Dataset& test_;
+  std::string recon_;       // the reconstruction term's name, bce or mse, as the lines and columns say it
   torch::Tensor sample_z_;  // [64, latent]: fixed noise for the per-epoch sample grid
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<EventWriter> tb_;

@@ -32,6 +32,7 @@ namespace vae {
 struct EpochStats {
   double loss = 0, bce = 0, kld = 0;  // per image over all ranks; loss = bce + beta_step * kld averaged
   double beta = 0;                    // beta of the epoch's last step
+  double first_beta = 0;              // beta of its first step (differs under a KL schedule)
   int64_t images = 0;                 // images of the whole epoch, all ranks together
   int64_t skipped_steps = 0;          // fp16: steps skipped for inf/NaN gradients
   double seconds = 0;

@@ -15,6 +15,11 @@ namespace vae {
 // Test-set posterior means as a scatter coloured by class with a legend: the means
 // themselves for a 2-D latent, else their first two principal components (labelled
 // with the share of variance each explains).
+// The file each picture has in a run's directory, which the picture commands also write
+// by default: latent-map -> latent_map.png, manifold -> manifold.png, interpolate ->
+// interpolation.png.
+std::string picture_file(const std::string& kind);
+
 void write_latent_map(VAE& model, const Dataset& data, const std::vector<std::string>& class_names,
                       const std::string& path);
 
@@ -39,6 +44,6 @@ void write_interpolations(VAE& model, const Dataset& data, const std::string& pa
                           int64_t steps = 10);
 
 // Loss curves from metrics.csv, four panels: train and test loss, BCE and KLD, and beta.
-void write_loss_curves(const std::string& metrics_csv, const std::string& path);
+void write_loss_curves(const std::string& metrics_csv, const std::string& path, const std::string& recon = "bce");
 
 }  // namespace vae
