@@ -423,6 +423,19 @@ TEST_F(CliTest, PictureCommandsWriteTheNamesTrainingGives) {
   EXPECT_FALSE(fs::exists(here + "/latent-map.png") || fs::exists(here + "/interpolate.png"));
 }
 
+// Nothing a user had is replaced without a line that says so.
+TEST_F(CliTest, CommandsSayWhenTheyReplaceAFile) {
+  const std::string ckpt = tmp_ / "run/checkpoints/last.pt";
+  ASSERT_EQ(Train(tmp_ / "run", "--epochs 1 --sample-every 0").code, 0);
+  for (const std::string& cmd : {"sample --out " + (tmp_ / "s.png"), "interpolate --out " + (tmp_ / "i.png"),
+                                 "export --out " + (tmp_ / "w.pt")}) {
+    const Result first = Run(cmd + " --checkpoint " + ckpt), second = Run(cmd + " --checkpoint " + ckpt);
+    ASSERT_EQ(first.code, 0) << first.err;
+    EXPECT_EQ(first.out.find("replaced"), std::string::npos) << first.out;
+    EXPECT_NE(second.out.find("; replaced the file that was there"), std::string::npos) << cmd << ": " << second.out;
+  }
+}
+
 TEST_F(CliTest, EpochLineShowsTheBetaRangeOfASchedule) {
   const Result r = Train(tmp_ / "run", "--epochs 2 --kl-schedule linear --kl-warmup-epochs 4 --sample-every 0");
   ASSERT_EQ(r.code, 0) << r.err;

@@ -79,6 +79,12 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
 }
 
+// What the "wrote" line of a command adds when its output file was already there: nothing the
+// user had is replaced without a word.
+std::string replacing_note(const std::string& path) {
+  return std::filesystem::exists(path) ? "; replaced the file that was there" : "";
+}
+
 // The data settings of a checkpoint's run, with --data-dir (when given) and --verify-md5
 // from the command line: eval and export read the dataset the model was trained on.
 Config data_config(Config trained, const std::string& data_dir, bool verify_md5) {
@@ -332,6 +338,7 @@ int eval_command(const EvalOptions& o, const World& w) {
 }
 
 int picture_command(const PictureOptions& o) {
+  const std::string replaced = replacing_note(o.out);
   const torch::Device device = resolve_device(o.device);
   Checkpoint ckpt(o.checkpoint, device);
   VAE model = open_model(ckpt, device);
@@ -350,11 +357,12 @@ int picture_command(const PictureOptions& o) {
       write_interpolations(model, test, o.out, o.pairs, o.points);
     }
   }
-  fmt::print("wrote {} ({} of {}, epoch {})\n", o.out, o.kind, o.checkpoint, ckpt.progress().epoch);
+  fmt::print("wrote {} ({} of {}, epoch {}){}\n", o.out, o.kind, o.checkpoint, ckpt.progress().epoch, replaced);
   return kExitOk;
 }
 
 int sample_command(const SampleOptions& o) {
+  const std::string replaced = replacing_note(o.out);
   const torch::Device device = resolve_device(o.device);
   Checkpoint ckpt(o.checkpoint, device);
   VAE model = open_model(ckpt, device);
@@ -371,7 +379,7 @@ int sample_command(const SampleOptions& o) {
   auto images = torch::sigmoid(model->decode(z, labels)).view({-1, kImageSide, kImageSide});
   const auto cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(o.n))));
   write_grid_png(o.out, images, cols);
-  fmt::print("wrote {} ({} samples)\n", o.out, o.n);
+  fmt::print("wrote {} ({} samples){}\n", o.out, o.n, replaced);
   return kExitOk;
 }
 
@@ -439,6 +447,7 @@ std::string save_state_dict(const c10::impl::GenericDict& dict) {
 
 int export_command(const std::string& checkpoint, const std::string& out, const std::string& data_dir,
                    bool verify_md5) {
+  const std::string replaced = replacing_note(out);
   const Checkpoint ckpt(checkpoint, torch::kCPU);
   VAE model = open_model(ckpt, torch::kCPU);
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
@@ -451,8 +460,8 @@ int export_command(const std::string& checkpoint, const std::string& out, const 
   torch::NoGradGuard no_grad;
   const ForwardExtras labels{test.labels};
   write_npy(out + ".check.npy", model->decode(model->encode(test.images, labels).first, labels));  // [8, 784] logits
-  fmt::print("wrote {} ({} tensors, {}) and {}.check.npy\n", out, dict.size(), describe_architecture(ckpt.config()),
-             out);
+  fmt::print("wrote {} ({} tensors, {}) and {}.check.npy{}\n", out, dict.size(), describe_architecture(ckpt.config()),
+             out, replaced);
   // The Python that loads it: tests/oracle/reference.py's TunedVAE, built for this model.
   const Config& t = ckpt.config();
   if (t.activation == Activation::kRelu && !t.batch_norm) {
