@@ -61,7 +61,19 @@ TEST_F(ConfigTest, YamlAcceptsListsAndScalars) {
   EXPECT_DOUBLE_EQ(c.beta, 0.5);
 }
 
-TEST_F(ConfigTest, UnknownYamlKeyIsNamed) { EXPECT_EQ(YamlError("epochz: 3\n"), "test.yaml: unknown key 'epochz'"); }
+TEST_F(ConfigTest, UnknownYamlKeyIsNamed) {
+  EXPECT_EQ(YamlError("epochz: 3\n"), "test.yaml: line 1: unknown key 'epochz'; did you mean 'epochs'?");
+  EXPECT_EQ(YamlError("lr: 0.1\nzzzzzz: 3\n"), "test.yaml: line 2: unknown key 'zzzzzz'");  // nothing near it
+}
+
+TEST(ClosestNameTest, SuggestsOnlyNearNames) {
+  const std::vector<std::string> names = {"lr", "epochs", "latent-dim", "batch-size"};
+  EXPECT_EQ(closest_name("epoch", names), "epochs");
+  EXPECT_EQ(closest_name("latent-dims", names), "latent-dim");
+  EXPECT_EQ(closest_name("batchsize", names), "batch-size");
+  EXPECT_EQ(closest_name("x", names), "");  // one letter: every short name is near, none is meant
+  EXPECT_EQ(closest_name("optimizer", names), "");
+}
 
 TEST_F(ConfigTest, WrongYamlTypeIsNamed) {
   EXPECT_EQ(YamlError("epochs: ten\n"), "test.yaml: key 'epochs': expected an integer, got 'ten'");

@@ -243,6 +243,7 @@ int train_command(const Config& c, const World& w) {
     if (!start.ckpt_path.empty()) {
       ckpt = std::make_unique<Checkpoint>(start.ckpt_path, start.ckpt_bytes, start.device);
       check_resumable(*ckpt, c);  // before the data is read: fail fast
+      check_unchanged_on_resume(*ckpt, c);
     }
     train = load_dataset(c, Split::kTrain);
     test = load_dataset(c, Split::kTest);

@@ -336,6 +336,9 @@ void check_resumable(const Checkpoint& ckpt, const Config& config) {
                     "match --hidden-dims/--latent-dim, or pass --resume none or another --out-dir",
                     ckpt.path(), describe_architecture(ckpt.config()), describe_architecture(config)));
   }
+}
+
+void check_unchanged_on_resume(const Checkpoint& ckpt, const Config& config) {
   for (const auto& f : config_fields()) {
     if (!listed(std::begin(kFixedOnResume), std::end(kFixedOnResume), f.name)) continue;
     const std::string was = field_to_string(ckpt.config(), f), now = field_to_string(config, f);

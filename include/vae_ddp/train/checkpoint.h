@@ -91,10 +91,14 @@ void prune_checkpoints(const std::string& dir, int64_t keep);
 std::string read_checkpoint_bytes(const std::string& path);
 
 // Throws UsageError naming the checkpoint when `config` asks for another architecture
-// than the checkpoint holds, or changes a setting a resumed run cannot change: the data
-// (dataset, train-limit, binarize), the batch size and seed (the order of the batches and
-// the position inside the epoch depend on them), the objective (recon-loss).
+// than the checkpoint holds (the weights would not fit).
 void check_resumable(const Checkpoint& ckpt, const Config& config);
+
+// Throws UsageError naming the flag and the checkpoint when `config` changes a setting a
+// resumed run cannot change: the data (dataset, train-limit, binarize), the batch size and
+// seed (the order of the batches and the position inside the epoch depend on them), the
+// objective (recon-loss). What `vae_ddp train` checks before it resumes a run.
+void check_unchanged_on_resume(const Checkpoint& ckpt, const Config& config);
 
 // A setting of a resumed run that differs from the run that wrote the checkpoint.
 struct SettingChange {
