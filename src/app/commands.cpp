@@ -29,6 +29,7 @@
 #include "vae_ddp/io/json.h"
 #include "vae_ddp/io/metrics.h"
 #include "vae_ddp/io/npy.h"
+#include "vae_ddp/io/progress.h"
 #include "vae_ddp/parallel/comm.h"
 #include "vae_ddp/train/checkpoint.h"
 #include "vae_ddp/train/evaluate.h"
@@ -77,6 +78,14 @@ void log_startup(const Config& c, const World& w, torch::Device device, int thre
   if (device.is_cpu()) spdlog::info("cpu: {}", describe_cpu(cpu_info()));
   spdlog::info("step: {}", trainer.step_description());
   for (const auto& f : config_fields()) spdlog::info("  {:<18} {}", f.name, field_to_string(c, f));
+}
+
+// --label D (D >= 0: given) needs a conditional model.
+void check_label(int64_t label, const Checkpoint& ckpt) {
+  if (label >= 0 && !ckpt.config().conditional) {
+    throw UsageError(
+        fmt::format("--label {}: {} is not a conditional model (train with --conditional)", label, ckpt.path()));
+  }
 }
 
 // What the "wrote" line of a command adds when its output file was already there: nothing the
@@ -187,12 +196,6 @@ void announce_train(const Config& c, const World& w, const TrainStart& s, const 
   }
 }
 
-std::string wall_clock(double seconds) {
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60)
-                   : fmt::format("{}:{:02d}", s / 60, s % 60);
-}
-
 // Rank 0, at the end of a run: what it reached, where each output is, what to run next.
 void summarize_run(const Config& c, int64_t first_epoch, double seconds) {
   namespace fs = std::filesystem;
@@ -208,7 +211,7 @@ void summarize_run(const Config& c, int64_t first_epoch, double seconds) {
     spdlog::info(
         "==> done: epoch {} of {} ({} this run, {}): train loss {:.4f}, test loss {:.4f}; best test loss {:.4f} "
         "at epoch {}",
-        last.epoch, c.epochs, std::max<int64_t>(0, last.epoch - first_epoch), wall_clock(seconds), last.train_loss,
+        last.epoch, c.epochs, std::max<int64_t>(0, last.epoch - first_epoch), clock_text(seconds), last.train_loss,
         last.test_loss, best.test_loss, best.epoch);
   }
   std::vector<std::string> outputs;
@@ -307,8 +310,8 @@ int eval_command(const EvalOptions& o, const World& w) {
     if (w.rank != 0 || total == 0) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_iw).count();
     const std::string line = fmt::format("importance-weighted NLL (K = {}): {}/{} images ({:.0f}%), {} elapsed, ETA {}",
-                                         o.iw_samples, done, total, 100.0 * done / total, wall_clock(s),
-                                         wall_clock(s * static_cast<double>(total - done) / static_cast<double>(done)));
+                                         o.iw_samples, done, total, 100.0 * done / total, clock_text(s),
+                                         clock_text(s * static_cast<double>(total - done) / static_cast<double>(done)));
     if (isatty(STDERR_FILENO) == 1) {
       fmt::print(stderr, "\r\033[K{}{}", line, done == total ? "\n" : "");
     } else if (const int tenth = static_cast<int>(10 * done / total); tenth > last_tenth) {
@@ -345,10 +348,7 @@ int picture_command(const PictureOptions& o) {
   VAE model = open_model(ckpt, device);
   const Config& trained = ckpt.config();
   if (o.kind == "manifold") {
-    if (o.label >= 0 && !trained.conditional) {
-      throw UsageError(
-          fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label, o.checkpoint));
-    }
+    check_label(o.label, ckpt);
     write_manifold(model, o.out, o.side, std::max<int64_t>(o.label, 0));
   } else {
     const Dataset test = load_dataset(data_config(trained, o.data_dir, o.verify_md5), Split::kTest);
@@ -371,10 +371,7 @@ int sample_command(const SampleOptions& o) {
   torch::NoGradGuard no_grad;
   auto gen = make_generator(seed, Stream::kSample);
   auto z = torch::randn({o.n, model->latent_dim()}, gen, torch::kFloat32).to(device);  // [n, latent]
-  if (o.label >= 0 && !ckpt.config().conditional) {
-    throw UsageError(
-        fmt::format("--label {}: {} is not a conditional model (train with --conditional)", o.label, o.checkpoint));
-  }
+  check_label(o.label, ckpt);
   const ForwardExtras labels =
       o.label >= 0 ? ForwardExtras{torch::full({o.n}, o.label, torch::kInt64), {}} : cycling_labels(o.n);
   auto images = torch::sigmoid(model->decode(z, labels)).view({-1, kImageSide, kImageSide});

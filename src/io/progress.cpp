@@ -15,13 +15,13 @@ namespace {
 
 constexpr auto kRedrawEvery = std::chrono::milliseconds(100);
 
+}  // namespace
+
 std::string clock_text(double seconds) {
   const auto s = static_cast<int64_t>(std::max(0.0, std::round(seconds)));
   if (s >= 3600) return fmt::format("{}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
   return fmt::format("{}:{:02d}", s / 60, s % 60);
 }
-
-}  // namespace
 
 std::string render_progress(int64_t epoch, int64_t epochs, int64_t done, int64_t total, double seconds, double loss,
                             int width) {

@@ -30,19 +30,26 @@ ns() { echo "vae${TAG}$1"; }           # node vnK's network namespace
 veth() { echo "vae${TAG}h${1#vn}"; }   # the host end of its veth pair
 bridge() { echo "vae${TAG}br"; }
 
+# kill_node vnK: kill -9 every process inside the node, again while any is left (a step may
+# fork while we kill).
+kill_node() {
+  local pids
+  for _ in 1 2 3; do
+    pids=$(ip netns pids "$(ns "$1")" 2>/dev/null || true)
+    [ -n "$pids" ] || break
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.2
+  done
+}
+
 stop() {
-  local n pids
+  local n
   TAG="" NODES=0
   # shellcheck disable=SC1090
   [ -f "$STATE" ] && source "$STATE"
   for n in $(seq "$NODES"); do
     ip netns list 2>/dev/null | grep -qw "$(ns vn"$n")" || continue
-    for _ in 1 2 3; do   # slurmd first respawns nothing, but a step may fork while we kill
-      pids=$(ip netns pids "$(ns vn"$n")" 2>/dev/null || true)
-      [ -n "$pids" ] || break
-      kill -9 $pids 2>/dev/null || true
-      sleep 0.2
-    done
+    kill_node "vn$n"
     ip netns del "$(ns vn"$n")" 2>/dev/null || true
   done
   [ -n "$TAG" ] && ip link del "$(bridge)" 2>/dev/null || true
@@ -198,12 +205,7 @@ case "$ACTION" in
   node-down)
     node "$3"
     ip link set "$(veth "$3")" down
-    for _ in 1 2 3; do
-      pids=$(ip netns pids "$(ns "$3")")
-      [ -n "$pids" ] || break
-      kill -9 $pids 2>/dev/null || true
-      sleep 0.2
-    done ;;
+    kill_node "$3" ;;
   node-up)
     node "$3"
     export SLURM_CONF="$D/slurm.conf"

@@ -10,6 +10,9 @@
 
 namespace vae {
 
+// A duration as a clock shows it: "0:07", "12:34", "1:02:03".
+std::string clock_text(double seconds);
+
 // The bar's text for `done` of `total` images after `seconds` (no terminal codes):
 //   "epoch 3/10 [##########----------]  50%  30000/60000  41234 img/s  loss 104.21  ETA 0:01"
 std::string render_progress(int64_t epoch, int64_t epochs, int64_t done, int64_t total, double seconds, double loss,
