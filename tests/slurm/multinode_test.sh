@@ -47,7 +47,7 @@ fail() {
   exit 1
 }
 job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
-# wait_done JOB SECONDS: until the job has COMPLETED after at least one restart.
+# wait_restarted_and_done JOB SECONDS: until the job has COMPLETED after at least one restart.
 wait_restarted_and_done() {
   local state
   for _ in $(seq $(( $2 * 5 ))); do
@@ -72,10 +72,11 @@ leftovers() {
 link_bytes() {  # bytes received + sent by node $1's interface
   "$CLUSTER" on "$D" "$1" cat /proc/net/dev | awk '$1 == "eth0:" { print $2 + $10 }'
 }
+eval_json() { "$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$1"; }
 same_eval() {  # the evaluation of two checkpoints, the path left out
   local a b
-  a=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$1" | sed 's/"checkpoint": "[^"]*", //')
-  b=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$2" | sed 's/"checkpoint": "[^"]*", //')
+  a=$(eval_json "$1" | sed 's/"checkpoint": "[^"]*", //')
+  b=$(eval_json "$2" | sed 's/"checkpoint": "[^"]*", //')
   [ "$a" = "$b" ] || fail "final parameters differ: $a vs $b"
   echo "$b"
 }
@@ -103,8 +104,8 @@ params=$(sed -n 's/^model .*(\([0-9]*\) parameters).*/\1/p' "$LOG")
 [ "$bytes" -ge $(( 2 * STEPS * params * 4 )) ] || fail "only $bytes bytes crossed vn2's link for $STEPS steps of $params parameters"
 say "ok: job $JOB: $(grep -m1 -o '4 rank(s) on 2 nodes (vn1, vn2)' "$LOG"); Open MPI: $(grep -m1 -o 'mca: bml: Using tcp btl for send to .* on node vn2' "$LOG") (from vn1), vader within a node; $(( bytes / 1000000 )) MB through vn2's link in $STEPS steps (≥ $(( 2 * STEPS * params * 4 / 1000000 )) MB: a gradient each way per step)"
 "$BIN" "${COMMON[@]}" --out-dir one >/dev/null 2>one.err || { cat one.err >&2; fail "the one-process run failed"; }
-four=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint straight/checkpoints/last.pt)
-one=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint one/checkpoints/last.pt)
+four=$(eval_json straight/checkpoints/last.pt)
+one=$(eval_json one/checkpoints/last.pt)
 loss() { sed -n 's/.*"test_loss": \([0-9.e+-]*\).*/\1/p' <<< "$1"; }
 awk -v a="$(loss "$four")" -v b="$(loss "$one")" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; exit !(d < 1e-5) }' \
   || fail "4 ranks on 2 nodes: test loss $(loss "$four"), one process: $(loss "$one") (relative tolerance 1e-5)"
