@@ -46,7 +46,8 @@ fail() {
   tail -n 20 "$D/slurmctld.log" >&2
   exit 1
 }
-job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+# shellcheck source=jobs.sh
+source "$SRC/tests/slurm/jobs.sh"
 # wait_restarted_and_done JOB SECONDS: until the job has COMPLETED after at least one restart.
 wait_restarted_and_done() {
   local state
@@ -72,15 +73,6 @@ leftovers() {
 link_bytes() {  # bytes received + sent by node $1's interface
   "$CLUSTER" on "$D" "$1" cat /proc/net/dev | awk '$1 == "eth0:" { print $2 + $10 }'
 }
-eval_json() { "$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$1"; }
-same_eval() {  # the evaluation of two checkpoints, the path left out
-  local a b
-  a=$(eval_json "$1" | sed 's/"checkpoint": "[^"]*", //')
-  b=$(eval_json "$2" | sed 's/"checkpoint": "[^"]*", //')
-  [ "$a" = "$b" ] || fail "final parameters differ: $a vs $b"
-  echo "$b"
-}
-strip() { cut -d, -f1-8 "$1"; }   # metrics.csv without the timing columns
 
 # --- 1. 4 ranks on 2 nodes, TCP between them, the same run as one process ---
 bytes0=$(link_bytes vn2)

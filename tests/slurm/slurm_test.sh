@@ -16,7 +16,8 @@ COMMON=(--data-dir "$DATA" --train-limit 12000 --batch-size 100 --hidden-dims 12
         --sample-every 0)
 submit() { sbatch --parsable --chdir="$D/jobs" --export=ALL,VAE_DDP_ROOT="$SRC",VAE_DDP="$BIN" "$@"; }
 fail() { echo "FAIL: $*" >&2; for f in "$D"/jobs/*.log; do echo "--- $f" >&2; tail -n 40 "$f" >&2; done; exit 1; }
-job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
+# shellcheck source=jobs.sh
+source "$SRC/tests/slurm/jobs.sh"
 
 # 1. A job through cpu.sbatch: finishes, writes its outputs.
 submit --wait "$SRC/cluster/slurm/cpu.sbatch" "${COMMON[@]}" --out-dir "$D/jobs/straight" --epochs 6 >/dev/null \
@@ -45,9 +46,6 @@ grep -q "resuming from" "$LOG" || fail "the restart did not resume"
 echo "ok: job $JOB stopped on SIGUSR1, requeued itself, restarted and resumed ($(grep -o 'stop requested.*' "$LOG" | head -1))"
 
 # Same parameters as the uninterrupted job: identical metrics and an identical evaluation.
-strip() { cut -d, -f1-8 "$1"; }
 [ "$(strip "$D/jobs/straight/metrics.csv")" = "$(strip "$D/jobs/preempted/metrics.csv")" ] || fail "metrics differ"
-a=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$D/jobs/straight/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
-b=$("$BIN" eval --device cpu --json --data-dir "$DATA" --checkpoint "$D/jobs/preempted/checkpoints/last.pt" | sed 's/"checkpoint": "[^"]*", //')
-[ "$a" = "$b" ] || fail "final parameters differ: $a vs $b"
+b=$(same_eval "$D/jobs/straight/checkpoints/last.pt" "$D/jobs/preempted/checkpoints/last.pt")
 echo "ok: the preempted job ends exactly like the uninterrupted one: $b"
